@@ -1,0 +1,9 @@
+//! appc-pod: a systemd-integrated pod manager for the App Container (appc) specification v0.8.11.
+//!
+//! Module map (one module per spec concern, see `README.md`):
+//! - [`schema`]: spec/types.md and the manifest parts of spec/aci.md and spec/pods.md.
+//! - `cli`: the `appcctl` user surface (in the binary crate).
+//! - [`sys`]: the only place that may hold `unsafe` code and raw syscalls.
+
+pub mod schema;
+pub mod sys;

@@ -1,0 +1,1 @@
+//! resource.Quantity (stub; being written).
