@@ -5,5 +5,6 @@
 //! - `cli`: the `appcctl` user surface (in the binary crate).
 //! - [`sys`]: the only place that may hold `unsafe` code and raw syscalls.
 
+pub mod cli;
 pub mod schema;
 pub mod sys;

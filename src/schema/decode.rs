@@ -22,7 +22,11 @@ impl JsonPath {
     }
 
     pub fn key(&self, key: &str) -> Self {
-        if self.0.is_empty() { JsonPath(key.to_owned()) } else { JsonPath(format!("{}.{key}", self.0)) }
+        if self.0.is_empty() {
+            JsonPath(key.to_owned())
+        } else {
+            JsonPath(format!("{}.{key}", self.0))
+        }
     }
 
     pub fn index(&self, index: usize) -> Self {
@@ -36,7 +40,11 @@ impl JsonPath {
 
 impl fmt::Display for JsonPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() { f.write_str("(top level)") } else { f.write_str(&self.0) }
+        if self.0.is_empty() {
+            f.write_str("(top level)")
+        } else {
+            f.write_str(&self.0)
+        }
     }
 }
 
@@ -53,25 +61,40 @@ impl Cx {
     }
 
     pub fn missing(&mut self, path: &JsonPath) {
-        self.errors.push(SchemaError::Missing { path: path.to_string() });
+        self.errors.push(SchemaError::Missing {
+            path: path.to_string(),
+        });
     }
 
     pub fn wrong_type(&mut self, path: &JsonPath, expected: &'static str, found: &Value) {
         let found = json_type(found);
-        self.errors.push(SchemaError::WrongType { path: path.to_string(), expected, found });
+        self.errors.push(SchemaError::WrongType {
+            path: path.to_string(),
+            expected,
+            found,
+        });
     }
 
     pub fn invalid(&mut self, path: &JsonPath, source: InvalidValue) {
-        self.errors.push(SchemaError::Value { path: path.to_string(), source });
+        self.errors.push(SchemaError::Value {
+            path: path.to_string(),
+            source,
+        });
     }
 
     pub fn rule(&mut self, path: &JsonPath, rule: impl Into<String>) {
-        self.errors.push(SchemaError::Rule { path: path.to_string(), rule: rule.into() });
+        self.errors.push(SchemaError::Rule {
+            path: path.to_string(),
+            rule: rule.into(),
+        });
     }
 
     pub fn warn(&mut self, path: &JsonPath, message: impl Into<String>) {
         let path = path.as_str().to_owned();
-        self.warnings.push(Warning { path, message: message.into() });
+        self.warnings.push(Warning {
+            path,
+            message: message.into(),
+        });
     }
 }
 
@@ -106,7 +129,11 @@ pub trait Decode: Sized {
 pub fn decode_document<T: Decode>(text: &str) -> Result<Decoded<T>, SchemaErrors> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         let message = strip_position(&e.to_string());
-        SchemaErrors::new(vec![SchemaError::Syntax { line: e.line(), column: e.column(), message }])
+        SchemaErrors::new(vec![SchemaError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            message,
+        }])
     })?;
     decode_value(&value)
 }
@@ -116,7 +143,10 @@ pub fn decode_value<T: Decode>(value: &Value) -> Result<Decoded<T>, SchemaErrors
     let mut cx = Cx::default();
     let decoded = T::decode(value, &JsonPath::root(), &mut cx);
     match decoded {
-        Some(value) if !cx.has_errors() => Ok(Decoded { value, warnings: cx.warnings }),
+        Some(value) if !cx.has_errors() => Ok(Decoded {
+            value,
+            warnings: cx.warnings,
+        }),
         _ => {
             if cx.errors.is_empty() {
                 // A decoder returned None without saying why: a bug, but never a silent pass.
@@ -145,7 +175,11 @@ impl<'a> Obj<'a> {
     /// Starts decoding `v` as an object; records a type error and returns `None` otherwise.
     pub fn new(v: &'a Value, path: &JsonPath, cx: &mut Cx) -> Option<Self> {
         match v {
-            Value::Object(map) => Some(Obj { map, path: path.clone(), used: Vec::new() }),
+            Value::Object(map) => Some(Obj {
+                map,
+                path: path.clone(),
+                used: Vec::new(),
+            }),
             other => {
                 cx.wrong_type(path, "an object", other);
                 None
@@ -165,12 +199,19 @@ impl<'a> Obj<'a> {
             None => {
                 let (k, v) = self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key))?;
                 let path = self.path.key(k);
-                cx.warn(&path, format!("key {k:?} read as {key:?} (keys are case-sensitive in the spec)"));
+                cx.warn(
+                    &path,
+                    format!("key {k:?} read as {key:?} (keys are case-sensitive in the spec)"),
+                );
                 (k.as_str(), v)
             }
         };
         self.used.push(found);
-        if value.is_null() { None } else { Some((self.path.key(key), value)) }
+        if value.is_null() {
+            None
+        } else {
+            Some((self.path.key(key), value))
+        }
     }
 
     /// A field the spec requires.
@@ -203,7 +244,9 @@ impl<'a> Obj<'a> {
 
     /// Whether `key` is present with a non-null value (without consuming it).
     pub fn has(&self, key: &str) -> bool {
-        self.map.iter().any(|(k, v)| k.eq_ignore_ascii_case(key) && !v.is_null())
+        self.map
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(key) && !v.is_null())
     }
 
     /// Ends decoding: keys nobody read are reported as warnings (Go ignores them silently, and a
@@ -250,7 +293,10 @@ pub fn check_unique<T, K: PartialEq + fmt::Display>(
     let keys: Vec<K> = items.iter().map(key).collect();
     for (i, k) in keys.iter().enumerate() {
         if keys[..i].contains(k) {
-            cx.rule(&path.index(i), format!("duplicate {what} {:?}", k.to_string()));
+            cx.rule(
+                &path.index(i),
+                format!("duplicate {what} {:?}", k.to_string()),
+            );
         }
     }
 }
@@ -333,7 +379,12 @@ mod tests {
 
     #[test]
     fn paths_render_like_javascript_accessors() {
-        let p = JsonPath::root().key("apps").index(1).key("app").key("isolators").index(0);
+        let p = JsonPath::root()
+            .key("apps")
+            .index(1)
+            .key("app")
+            .key("isolators")
+            .index(0);
         assert_eq!(p.as_str(), "apps[1].app.isolators[0]");
         assert_eq!(JsonPath::root().to_string(), "(top level)");
     }
@@ -349,7 +400,10 @@ mod tests {
     #[test]
     fn integers_are_range_checked() {
         let err = decode_document::<u16>("70000").unwrap_err();
-        assert_eq!(err.to_string(), "(top level): \"70000\" is not an integer in the range of u16");
+        assert_eq!(
+            err.to_string(),
+            "(top level): \"70000\" is not an integer in the range of u16"
+        );
         assert_eq!(decode_document::<u16>("65535").unwrap().value, 65535);
         assert!(decode_document::<u32>("-1").is_err());
         assert!(decode_document::<u32>("1.5").is_err());
@@ -370,8 +424,15 @@ mod tests {
         let d = decode_document::<S>(r#"{"supplementaryGids": 7, "extra": 1}"#).unwrap();
         assert_eq!(d.value.0, 7);
         assert_eq!(d.warnings.len(), 2, "{:?}", d.warnings);
-        assert!(d.warnings[1].to_string().starts_with("extra: unknown field"));
+        assert!(
+            d.warnings[1]
+                .to_string()
+                .starts_with("extra: unknown field")
+        );
         let e = decode_document::<S>(r#"{}"#).unwrap_err();
-        assert_eq!(e.to_string(), "supplementaryGIDs: required field is missing");
+        assert_eq!(
+            e.to_string(),
+            "supplementaryGIDs: required field is missing"
+        );
     }
 }

@@ -20,12 +20,19 @@ pub struct InvalidValue {
 }
 
 fn reason_suffix(reason: &Option<Cow<'static, str>>) -> String {
-    reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+    reason
+        .as_ref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default()
 }
 
 impl InvalidValue {
     pub fn new(value: impl Into<String>, expected: &'static str) -> Self {
-        InvalidValue { value: value.into(), expected, reason: None }
+        InvalidValue {
+            value: value.into(),
+            expected,
+            reason: None,
+        }
     }
 
     pub fn because(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
@@ -39,13 +46,21 @@ impl InvalidValue {
 pub enum SchemaError {
     /// The document is not JSON at all.
     #[error("line {line}, column {column}: not valid JSON: {message}")]
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// A required field is absent (or `null`).
     #[error("{path}: required field is missing")]
     Missing { path: String },
     /// The field holds the wrong JSON type.
     #[error("{path}: expected {expected}, found {found}")]
-    WrongType { path: String, expected: &'static str, found: &'static str },
+    WrongType {
+        path: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     /// A scalar broke its type's rule.
     #[error("{path}: {source}")]
     Value { path: String, source: InvalidValue },

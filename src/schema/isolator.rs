@@ -23,7 +23,10 @@ impl Decode for Isolator {
         let name = o.req("name", cx);
         let value = o.req("value", cx);
         o.finish(cx);
-        Some(Isolator { name: name?, value: value? })
+        Some(Isolator {
+            name: name?,
+            value: value?,
+        })
     }
 }
 

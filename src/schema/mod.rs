@@ -54,13 +54,28 @@
 #[macro_use]
 mod newtype;
 
+mod app;
 pub mod decode;
 mod error;
 mod isolator;
+mod labels;
+mod manifest;
 mod names;
 mod quantity;
+mod scalars;
+mod volume;
 
+pub use app::{
+    App, EnvName, EnvVar, Environment, EventHandler, EventName, MountPoint, Port, UserGroup,
+    UserGroupRef,
+};
 pub use decode::{Decoded, JsonPath};
 pub use error::{InvalidValue, SchemaError, SchemaErrors, Warning};
 pub use isolator::{Isolator, IsolatorScope, check_isolators};
+pub use labels::{Annotations, Labels, NameValue, VALID_OS_ARCH, check_os_arch, host_os_arch};
+pub use manifest::{Dependency, ImageManifest, Manifest, PodManifest, RuntimeApp, RuntimeImage};
 pub use names::{AcIdentifier, AcKind, AcName};
+pub use scalars::{
+    AbsolutePath, AcVersion, Date, HttpUrl, ImageId, PodUuid, SPEC_VERSION, VersionSupport,
+};
+pub use volume::{ExposedPort, FileMode, Mount, Volume, VolumeKind};

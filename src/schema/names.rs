@@ -6,13 +6,20 @@
 
 use std::fmt;
 
+use serde_json::Value;
+
+use super::decode::{Cx, Decode, JsonPath, decode_parsed};
 use super::error::InvalidValue;
 
 const IDENTIFIER: &str = "an AC Identifier";
 const NAME: &str = "an AC Name";
 
 /// Shared check: non-empty, only `allowed` characters, lower-case, alphanumeric at both ends.
-fn check_chars(s: &str, expected: &'static str, allowed: fn(char) -> bool) -> Result<(), InvalidValue> {
+fn check_chars(
+    s: &str,
+    expected: &'static str,
+    allowed: fn(char) -> bool,
+) -> Result<(), InvalidValue> {
     let bad = |why: String| Err(InvalidValue::new(s, expected).because(why));
     if s.is_empty() {
         return bad("it is empty".into());
@@ -35,7 +42,9 @@ fn check_chars(s: &str, expected: &'static str, allowed: fn(char) -> bool) -> Re
 /// `^[a-z0-9]+([SEP][a-z0-9]+)*$`, given that the edges are already alphanumeric.
 fn no_adjacent_separators(s: &str) -> bool {
     let sep = |c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit());
-    !s.as_bytes().windows(2).any(|w| sep(w[0] as char) && sep(w[1] as char))
+    !s.as_bytes()
+        .windows(2)
+        .any(|w| sep(w[0] as char) && sep(w[1] as char))
 }
 
 /// AC Identifier: image names, label names, isolator and annotation names
@@ -56,7 +65,17 @@ impl AcIdentifier {
     }
 }
 
-string_newtype!(AcIdentifier);
+string_newtype!(AcIdentifier, custom_decode);
+
+impl Decode for AcIdentifier {
+    fn decode(v: &Value, path: &JsonPath, cx: &mut Cx) -> Option<Self> {
+        let id: Self = decode_parsed(v, path, cx)?;
+        if !id.is_strict() {
+            cx.warn(path, format!("{:?} has separators in a row, which the spec's AC Identifier grammar refuses (accepted, as actool does)", id.0));
+        }
+        Some(id)
+    }
+}
 
 /// AC Name: app, volume, mount point and port names (`reduce-worker`), DNS-label style.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,7 +109,17 @@ impl AcName {
     }
 }
 
-string_newtype!(AcName);
+string_newtype!(AcName, custom_decode);
+
+impl Decode for AcName {
+    fn decode(v: &Value, path: &JsonPath, cx: &mut Cx) -> Option<Self> {
+        let name: Self = decode_parsed(v, path, cx)?;
+        if !name.is_strict() {
+            cx.warn(path, format!("{:?} has \"--\", which the spec's AC Name grammar refuses (accepted, as actool does)", name.0));
+        }
+        Some(name)
+    }
+}
 
 /// AC Kind: which manifest a document is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,11 +218,23 @@ mod tests {
         for s in ["asdf", "foo-bar-baz", "database"] {
             assert!(AcName::parse(s).is_ok(), "{s}");
         }
-        for s in ["", "foo#", "EXAMPLE", "example.com", "example/database", "example.com/app_1", "-foo", "foo-"] {
+        for s in [
+            "",
+            "foo#",
+            "EXAMPLE",
+            "example.com",
+            "example/database",
+            "example.com/app_1",
+            "-foo",
+            "foo-",
+        ] {
             assert!(AcName::parse(s).is_err(), "{s:?} accepted");
         }
         let e = AcName::parse("Web").unwrap_err();
-        assert_eq!(e.to_string(), "\"Web\" is not an AC Name (upper-case letters are not allowed)");
+        assert_eq!(
+            e.to_string(),
+            "\"Web\" is not an AC Name (upper-case letters are not allowed)"
+        );
     }
 
     #[test]

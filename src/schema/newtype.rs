@@ -6,6 +6,20 @@
 /// and a `Display` that prints the canonical form.
 macro_rules! parsed_newtype {
     ($t:ty) => {
+        parsed_newtype!($t, custom_decode);
+
+        impl $crate::schema::decode::Decode for $t {
+            fn decode(
+                v: &::serde_json::Value,
+                path: &$crate::schema::decode::JsonPath,
+                cx: &mut $crate::schema::decode::Cx,
+            ) -> Option<Self> {
+                $crate::schema::decode::decode_parsed(v, path, cx)
+            }
+        }
+    };
+    // The type writes its own `Decode` (to add warnings on accepted-but-loose values).
+    ($t:ty, custom_decode) => {
         impl ::std::str::FromStr for $t {
             type Err = $crate::schema::InvalidValue;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -39,16 +53,6 @@ macro_rules! parsed_newtype {
                 <$t>::parse(&s).map_err(::serde::de::Error::custom)
             }
         }
-
-        impl $crate::schema::decode::Decode for $t {
-            fn decode(
-                v: &::serde_json::Value,
-                path: &$crate::schema::decode::JsonPath,
-                cx: &mut $crate::schema::decode::Cx,
-            ) -> Option<Self> {
-                $crate::schema::decode::decode_parsed(v, path, cx)
-            }
-        }
     };
 }
 
@@ -56,6 +60,14 @@ macro_rules! parsed_newtype {
 /// plus everything [`parsed_newtype!`] gives.
 macro_rules! string_newtype {
     ($t:ty) => {
+        string_newtype!(@common $t);
+        parsed_newtype!($t);
+    };
+    ($t:ty, custom_decode) => {
+        string_newtype!(@common $t);
+        parsed_newtype!($t, custom_decode);
+    };
+    (@common $t:ty) => {
         impl $t {
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -91,7 +103,5 @@ macro_rules! string_newtype {
                 self.0 == *other
             }
         }
-
-        parsed_newtype!($t);
     };
 }
