@@ -7,9 +7,9 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::decode::{Cx, Decode, JsonPath, Obj, check_unique, decode_list};
+use super::decode::{Cx, Decode, JsonPath, Obj, check_unique, decode_list, decode_slots};
 use super::error::InvalidValue;
-use super::isolator::{Isolator, IsolatorScope, check_isolators};
+use super::isolator::{Isolator, IsolatorScope, check_isolator_slots};
 use super::names::AcName;
 use super::scalars::AbsolutePath;
 
@@ -335,7 +335,9 @@ impl Decode for App {
         let event_handlers: Vec<EventHandler> = o.opt("eventHandlers", cx).unwrap_or_default();
         let working_directory = o.opt("workingDirectory", cx);
         let environment = o.opt("environment", cx).unwrap_or_default();
-        let isolators: Vec<Isolator> = o.opt("isolators", cx).unwrap_or_default();
+        let isolators: Vec<Option<Isolator>> = o
+            .opt_with("isolators", cx, decode_slots)
+            .unwrap_or_default();
         let mount_points: Vec<MountPoint> = o.opt("mountPoints", cx).unwrap_or_default();
         let ports: Vec<Port> = o.opt("ports", cx).unwrap_or_default();
         let user_annotations = o
@@ -352,7 +354,9 @@ impl Decode for App {
             "event handler",
             |h| h.name,
         );
-        check_isolators(&isolators, IsolatorScope::App, &path.key("isolators"), cx);
+        let slots: Vec<Option<&Isolator>> = isolators.iter().map(Option::as_ref).collect();
+        check_isolator_slots(&slots, IsolatorScope::App, &path.key("isolators"), cx);
+        let isolators: Vec<Isolator> = isolators.into_iter().flatten().collect();
         check_unique(
             &mount_points,
             &path.key("mountPoints"),

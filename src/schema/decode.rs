@@ -301,6 +301,20 @@ pub fn check_unique<T, K: PartialEq + fmt::Display>(
     }
 }
 
+/// Like [`decode_list`], but keeps a slot per element (`None` where it failed) so that whole-list
+/// rules (isolator scope and conflicts) can still be checked, at the right indices.
+pub fn decode_slots<T: Decode>(v: &Value, path: &JsonPath, cx: &mut Cx) -> Option<Vec<Option<T>>> {
+    let Value::Array(items) = v else {
+        cx.wrong_type(path, "an array", v);
+        return None;
+    };
+    let slots = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| T::decode(item, &path.index(i), cx));
+    Some(slots.collect())
+}
+
 impl<T: Decode> Decode for Vec<T> {
     fn decode(v: &Value, path: &JsonPath, cx: &mut Cx) -> Option<Self> {
         decode_list(v, path, cx, T::decode)

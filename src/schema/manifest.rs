@@ -8,19 +8,32 @@ use serde_json::Value;
 
 use super::app::{App, decode_string_map, is_false};
 use super::decode::{
-    Cx, Decode, Decoded, JsonPath, Obj, check_unique, decode_document, decode_value,
+    Cx, Decode, Decoded, JsonPath, Obj, check_unique, decode_document, decode_slots, decode_value,
 };
 use super::error::{SchemaError, SchemaErrors};
-use super::isolator::{Isolator, IsolatorScope, check_isolators};
+use super::isolator::{Isolator, IsolatorScope, check_isolator_slots};
 use super::labels::{Annotations, Labels};
 use super::names::{AcIdentifier, AcKind, AcName};
 use super::scalars::{AbsolutePath, AcVersion, ImageId, VersionSupport};
 use super::volume::{ExposedPort, Mount, Volume};
 
-/// Serializes the fixed `acKind` of a manifest type.
-fn kind_tag<S: Serializer, const POD: bool>(_: &(), s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(if POD { "PodManifest" } else { "ImageManifest" })
+/// Zero-sized `acKind` fields: a manifest struct cannot carry the wrong kind.
+macro_rules! kind_tag {
+    ($t:ident, $kind:literal) => {
+        #[doc = concat!("The `acKind` of this manifest type: always `", $kind, "`.")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub struct $t;
+
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str($kind)
+            }
+        }
+    };
 }
+
+kind_tag!(ImageManifestKind, "ImageManifest");
+kind_tag!(PodManifestKind, "PodManifest");
 
 /// A dependency of an image, resolved by name and labels (spec D1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,8 +70,7 @@ impl Decode for Dependency {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
-    #[serde(rename = "acKind", serialize_with = "kind_tag::<_, false>")]
-    kind: (),
+    pub ac_kind: ImageManifestKind,
     pub ac_version: AcVersion,
     pub name: AcIdentifier,
     #[serde(skip_serializing_if = "Labels::is_empty")]
@@ -77,7 +89,7 @@ impl ImageManifest {
     /// A minimal manifest for `name`, written against the current spec version.
     pub fn new(name: AcIdentifier) -> Self {
         ImageManifest {
-            kind: (),
+            ac_kind: Default::default(),
             ac_version: AcVersion::current(),
             name,
             labels: Labels::default(),
@@ -112,7 +124,7 @@ impl Decode for ImageManifest {
         let annotations = o.opt("annotations", cx).unwrap_or_default();
         o.finish(cx);
         Some(ImageManifest {
-            kind: (),
+            ac_kind: Default::default(),
             ac_version: ac_version?,
             name: name?,
             labels,
@@ -240,8 +252,7 @@ impl Decode for RuntimeApp {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodManifest {
-    #[serde(rename = "acKind", serialize_with = "kind_tag::<_, true>")]
-    kind: (),
+    pub ac_kind: PodManifestKind,
     pub ac_version: AcVersion,
     pub apps: Vec<RuntimeApp>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -263,7 +274,7 @@ impl PodManifest {
     /// An empty pod manifest written against the current spec version.
     pub fn new() -> Self {
         PodManifest {
-            kind: (),
+            ac_kind: Default::default(),
             ac_version: AcVersion::current(),
             apps: Vec::new(),
             volumes: Vec::new(),
@@ -311,7 +322,9 @@ impl Decode for PodManifest {
         let ac_version = decode_version(&mut o, false, cx);
         let apps: Option<Vec<RuntimeApp>> = o.req("apps", cx);
         let volumes: Vec<Volume> = o.opt("volumes", cx).unwrap_or_default();
-        let isolators: Vec<Isolator> = o.opt("isolators", cx).unwrap_or_default();
+        let isolators: Vec<Option<Isolator>> = o
+            .opt_with("isolators", cx, decode_slots)
+            .unwrap_or_default();
         let annotations = o.opt("annotations", cx).unwrap_or_default();
         let ports: Vec<ExposedPort> = o.opt("ports", cx).unwrap_or_default();
         let user_annotations = o
@@ -323,12 +336,14 @@ impl Decode for PodManifest {
         o.finish(cx);
         let apps = apps?;
         check_pod(&apps, &volumes, path, cx);
-        check_isolators(&isolators, IsolatorScope::Pod, &path.key("isolators"), cx);
+        let slots: Vec<Option<&Isolator>> = isolators.iter().map(Option::as_ref).collect();
+        check_isolator_slots(&slots, IsolatorScope::Pod, &path.key("isolators"), cx);
+        let isolators: Vec<Isolator> = isolators.into_iter().flatten().collect();
         check_unique(&ports, &path.key("ports"), cx, "port name", |p| {
             p.name.clone()
         });
         Some(PodManifest {
-            kind: (),
+            ac_kind: Default::default(),
             ac_version: ac_version?,
             apps,
             volumes,
@@ -367,6 +382,7 @@ fn check_pod(apps: &[RuntimeApp], volumes: &[Volume], path: &JsonPath, cx: &mut 
 
 /// Either manifest, as found in a document.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a short-lived parse result: boxing would buy nothing
 pub enum Manifest {
     Image(ImageManifest),
     Pod(PodManifest),

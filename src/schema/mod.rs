@@ -55,6 +55,7 @@
 mod newtype;
 
 mod app;
+mod app_string;
 pub mod decode;
 mod error;
 mod isolator;
@@ -69,12 +70,18 @@ pub use app::{
     App, EnvName, EnvVar, Environment, EventHandler, EventName, MountPoint, Port, UserGroup,
     UserGroupRef,
 };
+pub use app_string::AppString;
 pub use decode::{Decoded, JsonPath};
 pub use error::{InvalidValue, SchemaError, SchemaErrors, Warning};
-pub use isolator::{Isolator, IsolatorScope, check_isolators};
+pub use isolator::{
+    AppArmorProfile, CapabilitySet, CpuShares, DeviceLimit, ErrnoName, Isolator, IsolatorKind,
+    IsolatorScope, IsolatorValueError, OomScoreAdj, ResourceLimits, SeccompEntry, SeccompFilter,
+    SelinuxContext, Sysctls, UnknownIsolator, check_isolators, parse_capability,
+};
 pub use labels::{Annotations, Labels, NameValue, VALID_OS_ARCH, check_os_arch, host_os_arch};
 pub use manifest::{Dependency, ImageManifest, Manifest, PodManifest, RuntimeApp, RuntimeImage};
 pub use names::{AcIdentifier, AcKind, AcName};
+pub use quantity::Quantity;
 pub use scalars::{
     AbsolutePath, AcVersion, Date, HttpUrl, ImageId, PodUuid, SPEC_VERSION, VersionSupport,
 };

@@ -9,7 +9,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -79,10 +79,14 @@ pub fn run_command(
     stdin: Option<Vec<u8>>,
     kill_tool: &Path,
 ) -> std::io::Result<RunOutput> {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
     let started = Instant::now();
     let mut child = cmd.spawn()?;
     let pgid = child.id();
@@ -93,7 +97,9 @@ pub fn run_command(
     let stdout = Collector::start(child.stdout.take());
     let stderr = Collector::start(child.stderr.take());
     let (tx, rx) = mpsc::channel();
-    thread::spawn(move || drop(tx.send(child.wait())));
+    thread::spawn(move || {
+        let _ = tx.send(child.wait()); // best effort: the caller may have given up
+    });
 
     let (status, timed_out) = match rx.recv_timeout(timeout) {
         Ok(status) => (status?, false),
@@ -108,16 +114,12 @@ pub fn run_command(
     Ok(RunOutput {
         argv,
         code: status.code(),
-        signal: signal_of(status),
+        signal: status.signal(),
         timed_out,
         stdout: stdout.finish(),
         stderr: stderr.finish(),
         elapsed: started.elapsed(),
     })
-}
-
-fn signal_of(status: ExitStatus) -> Option<i32> {
-    status.signal()
 }
 
 /// Sends signal `sig` (a name such as `TERM`) to `target`: a PID, or `-PGID` for a whole process
@@ -151,7 +153,7 @@ impl Collector {
                     }
                 }
             }
-            drop(tx.send(()));
+            let _ = tx.send(()); // best effort: the reader may have given up waiting
         });
         Collector { buffer, done }
     }

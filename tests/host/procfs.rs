@@ -19,7 +19,10 @@ impl ProcId {
     /// The identity of the process currently holding `pid`, if any.
     pub fn of(pid: i32) -> Option<ProcId> {
         let stat = Stat::read(pid)?;
-        Some(ProcId { pid, start_time: stat.start_time })
+        Some(ProcId {
+            pid,
+            start_time: stat.start_time,
+        })
     }
 
     /// True while this very process exists and has not yet exited. A zombie counts as gone: it
@@ -84,7 +87,11 @@ pub fn ns_pids(pid: i32) -> Vec<i32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|v| v.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

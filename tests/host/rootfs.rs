@@ -25,11 +25,19 @@ const MAX_SYMLINKS: u32 = 40;
 #[derive(Clone, Debug)]
 pub enum Provision {
     /// Copy a local file to an absolute path inside the host, with this mode.
-    CopyFile { src: PathBuf, dest: PathBuf, mode: u32 },
+    CopyFile {
+        src: PathBuf,
+        dest: PathBuf,
+        mode: u32,
+    },
     /// Copy a local directory tree (files, directories and symlinks, modes kept) into `dest`.
     CopyDir { src: PathBuf, dest: PathBuf },
     /// Write bytes to an absolute path inside the host.
-    Write { dest: PathBuf, contents: Vec<u8>, mode: u32 },
+    Write {
+        dest: PathBuf,
+        contents: Vec<u8>,
+        mode: u32,
+    },
     /// Mask a unit: `/etc/systemd/system/<unit>` → `/dev/null`, as `systemctl mask` does.
     Mask { unit: String },
 }
@@ -146,7 +154,11 @@ fn copy_file(root: &Path, src: &Path, dest: &Path, mode: u32) -> io::Result<()> 
     fs::set_permissions(&target, fs::Permissions::from_mode(mode))
 }
 
-fn replace_with_symlink(root: &Path, dest: &Path, link_target: impl AsRef<OsStr>) -> io::Result<()> {
+fn replace_with_symlink(
+    root: &Path,
+    dest: &Path,
+    link_target: impl AsRef<OsStr>,
+) -> io::Result<()> {
     let target = prepare_destination(root, dest)?;
     if target.exists() {
         fs::remove_file(&target)?;

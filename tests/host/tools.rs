@@ -90,7 +90,10 @@ pub fn missing_capability() -> Option<String> {
         return Some("no systemd on this machine to boot inside the test host".into());
     }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !filesystems.lines().any(|l| l.split_whitespace().last() == Some("overlay")) {
+    if !filesystems
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"))
+    {
         return Some("overlayfs is not available (try `modprobe overlay`)".into());
     }
     match cgroup::own_hierarchies() {
