@@ -5,6 +5,8 @@
 //! - `cli`: the `appcctl` user surface (in the binary crate).
 //! - [`sys`]: the only place that may hold `unsafe` code and raw syscalls.
 
+pub mod aci;
 pub mod cli;
 pub mod schema;
+pub mod store;
 pub mod sys;

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use host::{HostOptions, ProcId, TestHost};
 
-/// Where `systemd_services_work_inside_the_host` installs its payload file.
+/// Where `booted_host_provides_systemd_services` installs its payload file.
 const PAYLOAD_PATH: &str = "/usr/local/lib/appc-test/payload.txt";
 
 /// One host for every check that does not consume it: a boot costs a few seconds.
 #[test]
-fn systemd_services_work_inside_the_host() {
+fn booted_host_provides_systemd_services() {
     let payload_text = format!("appc payload {}\n", host::random_hex(8));
     let payload = tempfile::NamedTempFile::new().expect("creating the payload file");
     fs::write(payload.path(), &payload_text).expect("writing the payload file");
@@ -52,7 +52,7 @@ fn timed<T>(what: &str, check: impl FnOnce() -> T) -> T {
     result
 }
 
-/// 1. systemd is PID 1 inside and reached `running` or `degraded`.
+/// Check 1: systemd is PID 1 inside and reached `running` or `degraded`.
 fn systemd_is_pid1_and_running(host: &TestHost) {
     let state = host.run(&["systemctl", "is-system-running"]);
     assert!(
@@ -78,7 +78,7 @@ fn systemd_is_pid1_and_running(host: &TestHost) {
     );
 }
 
-/// 2. A line logged with systemd-cat comes back from journalctl.
+/// Check 2: A line logged with systemd-cat comes back from journalctl.
 fn journal_round_trip(host: &TestHost) {
     let tag = format!("appc-test-{}", host::random_hex(6));
     let line = format!("hello from {tag}");
@@ -90,7 +90,7 @@ fn journal_round_trip(host: &TestHost) {
     assert_eq!(host.journal(&["-t", &tag, "-o", "cat"]).trim(), line);
 }
 
-/// 3. The system bus is up and systemd owns its well-known name on it.
+/// Check 3: The system bus is up and systemd owns its well-known name on it.
 fn bus_knows_systemd(host: &TestHost) {
     let names = host
         .run(&["busctl", "list", "--no-legend", "--acquired"])
@@ -113,7 +113,7 @@ fn bus_knows_systemd(host: &TestHost) {
     );
 }
 
-/// 4. `systemd-run --scope` puts a process into its own scope unit over D-Bus.
+/// Check 4: `systemd-run --scope` puts a process into its own scope unit over D-Bus.
 fn transient_scope_gets_its_cgroup(host: &TestHost) {
     let unit = format!("appc-probe-{}", host::random_hex(6));
     let scope = format!("{unit}.scope");
@@ -156,7 +156,7 @@ fn transient_scope_gets_its_cgroup(host: &TestHost) {
     assert_eq!(state.stdout_trimmed(), "inactive", "{scope} after stop");
 }
 
-/// 6. A file installed before boot is inside the host, with its mode, and not on the machine.
+/// Check 6: A file installed before boot is inside the host, with its mode, and not on the machine.
 fn installed_file_is_visible(host: &TestHost, expected: &str) {
     let cat = host
         .run(&["cat", PAYLOAD_PATH])
@@ -188,7 +188,7 @@ fn hanging_command_is_killed(host: &TestHost) {
         .unwrap_or_else(|e| panic!("the timed-out command survived inside the host: {e}"));
 }
 
-/// 5. After shutdown nothing of the host is left: no mounts, processes, cgroups, directory,
+/// Check 5: After shutdown nothing of the host is left: no mounts, processes, cgroups, directory,
 /// nspawn state, and nothing written inside reached the real root.
 #[test]
 fn teardown_leaves_nothing_behind() {

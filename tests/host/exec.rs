@@ -9,11 +9,13 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use super::procfs;
 
 /// How long to keep reading output after the command exited.
 const PIPE_GRACE: Duration = Duration::from_millis(250);
@@ -103,13 +105,7 @@ pub fn run_command(
 
     let (status, timed_out) = match rx.recv_timeout(timeout) {
         Ok(status) => (status?, false),
-        Err(_) => {
-            signal(kill_tool, &format!("-{pgid}"), "KILL");
-            let status = rx
-                .recv_timeout(Duration::from_secs(10))
-                .map_err(|_| std::io::Error::other("command survived SIGKILL for 10 s"))??;
-            (status, true)
-        }
+        Err(_) => (kill_group(kill_tool, pgid as i32, &rx)?, true),
     };
     Ok(RunOutput {
         argv,
@@ -120,6 +116,36 @@ pub fn run_command(
         stderr: stderr.finish(),
         elapsed: started.elapsed(),
     })
+}
+
+/// Kills a timed-out command's process group and returns the leader's exit status.
+///
+/// The members are killed before the leader, and the leader is given a moment to reap its
+/// child. WHY: the leader is `nsenter`, and its child lives in the host's PID namespace. If
+/// nsenter died first, the kernel would reparent that child to the *machine's* init (the reaper
+/// is looked up from the dying parent's namespace), which may never reap it (it does not here),
+/// and the host's systemd-shutdown would later wait for that zombie.
+fn kill_group(
+    kill_tool: &Path,
+    leader: i32,
+    exited: &mpsc::Receiver<std::io::Result<ExitStatus>>,
+) -> std::io::Result<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        for pid in procfs::group_members(leader)
+            .into_iter()
+            .filter(|&p| p != leader)
+        {
+            signal(kill_tool, &pid.to_string(), "KILL");
+        }
+        if let Ok(status) = exited.recv_timeout(Duration::from_millis(50)) {
+            return status;
+        }
+    }
+    signal(kill_tool, &format!("-{leader}"), "KILL");
+    exited
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| std::io::Error::other("command survived SIGKILL for 10 s"))?
 }
 
 /// Sends signal `sig` (a name such as `TERM`) to `target`: a PID, or `-PGID` for a whole process

@@ -39,6 +39,7 @@ impl ProcId {
 struct Stat {
     state: char,
     ppid: i32,
+    pgrp: i32,
     start_time: u64,
 }
 
@@ -53,6 +54,7 @@ impl Stat {
         Some(Stat {
             state: fields.first()?.chars().next()?,
             ppid: fields.get(1)?.parse().ok()?,
+            pgrp: fields.get(2)?.parse().ok()?,
             start_time: fields.get(19)?.parse().ok()?,
         })
     }
@@ -75,6 +77,14 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     all_pids()
         .into_iter()
         .filter(|&p| Stat::read(p).is_some_and(|s| s.ppid == pid))
+        .collect()
+}
+
+/// Every live process in process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| Stat::read(p).is_some_and(|s| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X')))
         .collect()
 }
 

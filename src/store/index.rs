@@ -1,0 +1,207 @@
+//! The SQLite index of stored images: manifests, names, labels, sizes, times, remote origins.
+//!
+//! WAL mode: readers (`image list`, name resolution) never block on a writer, and concurrent
+//! writers wait on `busy_timeout` instead of failing. `synchronous=FULL` because an index row is
+//! what makes an image visible: it must not outlive a power cut while its tree does not.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::StoreError;
+use crate::schema::{AcIdentifier, ImageId, ImageManifest, Labels};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    manifest     TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    import_time  INTEGER NOT NULL,
+    last_used    INTEGER NOT NULL,
+    source       TEXT,
+    etag         TEXT,
+    max_age      INTEGER
+);
+CREATE INDEX IF NOT EXISTS images_by_name ON images(name);
+CREATE TABLE IF NOT EXISTS labels (
+    image_id  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    name      TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (image_id, name)
+);
+CREATE INDEX IF NOT EXISTS labels_by_value ON labels(name, value);
+";
+
+/// One stored image as the index knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRecord {
+    pub id: ImageId,
+    pub name: AcIdentifier,
+    pub labels: Labels,
+    pub manifest: ImageManifest,
+    /// The manifest exactly as stored in the image.
+    pub manifest_text: String,
+    /// Size of the uncompressed image tar, in bytes.
+    pub size: u64,
+    /// Unix seconds.
+    pub import_time: i64,
+    pub last_used: i64,
+    /// Where it was fetched from (a path or URL), if known.
+    pub source: Option<String>,
+}
+
+/// The index database of one store.
+#[derive(Debug)]
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index, StoreError> {
+        let err = |op| {
+            move |source| StoreError::Index {
+                op,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        let conn = Connection::open(path).map_err(err("open"))?;
+        conn.busy_timeout(Duration::from_secs(60))
+            .map_err(err("configure"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err("configure"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err("configure"))?;
+        conn.execute_batch(SCHEMA).map_err(err("create tables"))?;
+        Ok(Index {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Index {
+            op,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Inserts a freshly committed image; a row that already exists is left as it is.
+    pub fn insert(&self, rec: &ImageRecord) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(self.err("begin"))?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO images (id, name, manifest, size, import_time, last_used, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    rec.id.as_str(),
+                    rec.name.as_str(),
+                    rec.manifest_text,
+                    rec.size as i64,
+                    rec.import_time,
+                    rec.last_used,
+                    rec.source
+                ],
+            )
+            .map_err(self.err("insert image"))?;
+        if inserted == 1 {
+            for l in rec.labels.iter() {
+                tx.execute(
+                    "INSERT INTO labels (image_id, name, value) VALUES (?1, ?2, ?3)",
+                    params![rec.id.as_str(), l.name.as_str(), l.value],
+                )
+                .map_err(self.err("insert label"))?;
+            }
+        }
+        tx.commit().map_err(self.err("commit"))?;
+        Ok(inserted == 1)
+    }
+
+    pub fn get(&self, id: &ImageId) -> Result<Option<ImageRecord>, StoreError> {
+        let sql = format!("{SELECT} WHERE id = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err("query"))?;
+        stmt.query_row([id.as_str()], read_row)
+            .optional()
+            .map_err(self.err("query"))
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let sql = format!("{SELECT} ORDER BY import_time, id");
+        self.query(&sql, [])
+    }
+
+    pub fn find_by_name(&self, name: &AcIdentifier) -> Result<Vec<ImageRecord>, StoreError> {
+        let sql = format!("{SELECT} WHERE name = ?1");
+        self.query(&sql, [name.as_str()])
+    }
+
+    /// Images whose digest starts with `hex` (lower-case hex digits, checked by the caller).
+    pub fn find_by_id_prefix(&self, hex: &str) -> Result<Vec<ImageRecord>, StoreError> {
+        let sql = format!("{SELECT} WHERE substr(id, 1, ?2) = ?1");
+        let prefix = format!("sha512-{hex}");
+        let len = prefix.len() as i64;
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err("query"))?;
+        let rows = stmt
+            .query_map(params![prefix, len], read_row)
+            .map_err(self.err("query"))?;
+        rows.collect::<Result<_, _>>().map_err(self.err("read row"))
+    }
+
+    fn query<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<ImageRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.err("query"))?;
+        let rows = stmt.query_map(p, read_row).map_err(self.err("query"))?;
+        rows.collect::<Result<_, _>>().map_err(self.err("read row"))
+    }
+
+    pub fn touch(&self, id: &ImageId, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE images SET last_used = ?2 WHERE id = ?1",
+                params![id.as_str(), now],
+            )
+            .map_err(self.err("update last use"))?;
+        Ok(())
+    }
+
+    /// Removes an image's row (its labels go with it); true if it existed.
+    pub fn remove(&self, id: &ImageId) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM images WHERE id = ?1", [id.as_str()])
+            .map_err(self.err("remove image"))?;
+        Ok(n == 1)
+    }
+}
+
+const SELECT: &str = "SELECT id, name, manifest, size, import_time, last_used, source FROM images";
+
+fn read_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
+    let bad = |i, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
+    let id: String = row.get(0)?;
+    let text: String = row.get(2)?;
+    let manifest = ImageManifest::parse(&text)
+        .map_err(|e| bad(2, e.to_string()))?
+        .value;
+    Ok(ImageRecord {
+        id: ImageId::parse(&id).map_err(|e| bad(0, e.to_string()))?,
+        name: manifest.name.clone(),
+        labels: manifest.labels.clone(),
+        manifest,
+        manifest_text: text,
+        size: row.get::<_, i64>(3)? as u64,
+        import_time: row.get(4)?,
+        last_used: row.get(5)?,
+        source: row.get(6)?,
+    })
+}
