@@ -11,9 +11,25 @@ fn main() -> ExitCode {
     match cli.run() {
         Ok(code) => code,
         Err(e) => {
-            // `{:#}` prints the whole context chain on one line.
-            eprintln!("appcctl: {e:#}");
+            eprintln!("appcctl: {}", one_line(&e));
             ExitCode::from(EXIT_INTERNAL)
         }
     }
+}
+
+/// The error and its causes on one line. Our error types already print their source inside
+/// their own message, so a cause whose text is already there is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', "; ")
 }

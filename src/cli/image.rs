@@ -11,7 +11,8 @@ use clap::{Args, Subcommand};
 use super::GlobalArgs;
 use super::output::{Format, ago, human_size, print_table, rfc3339};
 use crate::store::{
-    ImageRecord, Store, collect_garbage, export_image, now, remove_image, verify_image,
+    CopyOptions, ImageRecord, Store, collect_garbage, copy_image, export_image, now, remove_image,
+    verify_image,
 };
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +31,23 @@ pub enum ImageCommand {
     Export(ExportArgs),
     /// Re-hash stored images and report any whose content no longer matches its ID.
     Verify(VerifyArgs),
+    /// Copy one image's tree (no dependencies, no whitelist) into a new directory.
+    Extract(CopyArgs),
+    /// Copy an image as an app sees it (dependencies and pathWhitelist applied) into a new directory.
+    Render(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Target directory; must not exist or be empty. (Not named `dir`: that is the global
+    /// `--dir`, and clap would let one overwrite the other.)
+    #[arg(value_name = "DIR")]
+    pub target: PathBuf,
+    /// Write only the root filesystem's contents, without `manifest` and the `rootfs/` level.
+    #[arg(long)]
+    pub rootfs_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +130,8 @@ pub fn run(g: &GlobalArgs, cmd: &ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::CatManifest(a) => cat_manifest(&store, a),
         ImageCommand::Export(a) => export(&store, a),
         ImageCommand::Verify(a) => verify(&store, a),
+        ImageCommand::Extract(a) => copy(&store, a, false),
+        ImageCommand::Render(a) => copy(&store, a, true),
     }
 }
 
@@ -262,6 +282,16 @@ fn temp_beside(out: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{}: not a file name", out.display()))?;
     let tmp = format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id());
     Ok(out.with_file_name(tmp))
+}
+
+fn copy(store: &Store, a: &CopyArgs, with_dependencies: bool) -> anyhow::Result<ExitCode> {
+    let r = store.resolve(&a.image)?;
+    let opts = CopyOptions {
+        rootfs_only: a.rootfs_only,
+        with_dependencies,
+    };
+    copy_image(store, &r, &a.target, opts)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(store: &Store, a: &VerifyArgs) -> anyhow::Result<ExitCode> {

@@ -19,22 +19,26 @@
 //! at any point leaves at most an invisible leftover that `image gc` removes.
 
 mod cas;
+mod copy;
 mod export;
 mod gc;
 mod import;
 mod index;
 mod lock;
+mod render;
 mod tarsplit;
 mod tree;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use copy::{CopyOptions, copy_image};
 pub use export::{export_image, verify_image};
 pub use gc::{GcReport, collect_garbage, remove_image};
 pub use import::{ImportOptions, ImportOutcome, import_image, now};
 pub use index::{ImageRecord, Index};
 pub use lock::StoreLock;
+pub use render::{Layer, Whitelist, layers, tree_rootfs};
 
 use crate::schema::{AppString, ImageId, SchemaErrors};
 
@@ -71,6 +75,8 @@ pub enum StoreError {
     NotFound { query: String },
     #[error("{query:?} matches {count} images; give more of the ID or add labels")]
     Ambiguous { query: String, count: usize },
+    #[error("image {image}: {reason}")]
+    Dependency { image: String, reason: String },
     #[error(
         "image {id}: stored tree is damaged: {reason}; remove it with `appcctl image rm` and import it again"
     )]
