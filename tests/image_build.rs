@@ -231,7 +231,12 @@ fn every_entry_kind_is_recorded_with_its_metadata() {
             rustix::fs::makedev(1, 3),
         )
         .expect("mknod");
+        // mknod(2) applies the umask.
+        fs::set_permissions(rootfs.join("null"), fs::Permissions::from_mode(0o666)).expect("chmod");
         std::os::unix::fs::lchown(rootfs.join("bin/tool"), Some(1234), Some(5678)).expect("chown");
+        // chown(2) clears setuid: restore it.
+        fs::set_permissions(rootfs.join("bin/tool"), fs::Permissions::from_mode(0o4755))
+            .expect("chmod");
         std::os::unix::fs::lchown(rootfs.join("passwd"), Some(42), Some(43)).expect("lchown");
         rustix::fs::lsetxattr(
             rootfs.join("bin"),
@@ -483,7 +488,7 @@ fn every_compression_gives_the_same_tar() {
         "none writes the tar itself"
     );
     for c in Compression::ALL {
-        let out = tmp.path().join(format!("{c}.aci"));
+        let out = tmp.path().join(format!("with-{c}.aci"));
         let report = build_image(&dir, &out, &opts(c)).expect("build");
         let head = fs::read(&out).expect("read");
         assert_eq!(sniff(&head[..head.len().min(512)]), Some(c));

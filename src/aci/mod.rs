@@ -8,5 +8,6 @@ pub mod build;
 pub mod compress;
 mod error;
 pub mod reader;
+pub mod validate;
 
 pub use error::AciError;

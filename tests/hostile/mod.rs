@@ -53,7 +53,10 @@ fn octal(field: &mut [u8], value: u64) {
 
 /// Copies raw bytes into a fixed-size name field (no checks at all: that is the point).
 fn put_name(field: &mut [u8], name: &[u8]) {
-    assert!(name.len() <= field.len(), "name longer than the header field");
+    assert!(
+        name.len() <= field.len(),
+        "name longer than the header field"
+    );
     field.fill(0);
     field[..name.len()].copy_from_slice(name);
 }
@@ -309,9 +312,10 @@ impl<W: Write> Encoder<W> {
     pub fn new(w: W, codec: Codec) -> Encoder<W> {
         match codec {
             Codec::None => Encoder::None(w),
-            Codec::Gzip => {
-                Encoder::Gzip(flate2::write::GzEncoder::new(w, flate2::Compression::fast()))
-            }
+            Codec::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::fast(),
+            )),
             Codec::Bzip2 => {
                 Encoder::Bzip2(bzip2::write::BzEncoder::new(w, bzip2::Compression::fast()))
             }
