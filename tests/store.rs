@@ -506,3 +506,41 @@ fn missing_dependency_and_id_mismatch_are_clear_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `tar -C layout -c .` writes a `./` entry for the layout itself (Go accepts it): skipped, not
+/// refused. Built with the real GNU tar, as users do.
+#[test]
+fn archives_made_with_tar_dot_are_accepted() {
+    let Some(s) = Store::new() else { return };
+    let layout = s.path().join("layout");
+    std::fs::create_dir_all(layout.join("rootfs/etc")).expect("mkdir");
+    std::fs::write(layout.join("rootfs/etc/hello"), "hi\n").expect("write");
+    std::fs::write(
+        layout.join("manifest"),
+        manifest("example.com/dot", &[], &[]).to_string(),
+    )
+    .expect("write");
+    let file = s.path().join("dot.aci");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&file)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let tar = std::fs::read(&file).expect("read");
+    assert!(
+        tar.windows(3).any(|w| w == b"./\0"),
+        "tar wrote no ./ entry"
+    );
+    let id = s.fetch("dot", &tar);
+    assert!(s.ok(&["image", "verify", &id]).contains(": ok"));
+    let out = s.cmd(&["validate", file.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

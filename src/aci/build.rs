@@ -46,7 +46,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use rustix::io::Errno;
 use sha2::{Digest, Sha512};
 use tar::{EntryType, Header};
@@ -457,6 +457,9 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
+/// An extended attribute: name (e.g. `user.test`) and value.
+type Xattr = (Vec<u8>, Vec<u8>);
+
 /// One path of the walk: where it is on disk, and its archive name (no trailing `/`).
 struct Node {
     path: PathBuf,
@@ -550,7 +553,7 @@ impl<W: Write> ArchiveWriter<W> {
         &mut self,
         node: &Node,
         meta: &Metadata,
-        xattrs: &[(Vec<u8>, Vec<u8>)],
+        xattrs: &[Xattr],
     ) -> Result<(), AciError> {
         let file = open_regular(&node.path, meta)?;
         let entry = EntryMeta {
@@ -579,7 +582,7 @@ impl<W: Write> ArchiveWriter<W> {
         &mut self,
         node: &Node,
         meta: &Metadata,
-        xattrs: &[(Vec<u8>, Vec<u8>)],
+        xattrs: &[Xattr],
     ) -> Result<(), AciError> {
         let file_type = meta.file_type();
         let mut name = node.name.clone();
@@ -636,7 +639,7 @@ impl<W: Write> ArchiveWriter<W> {
         }
         self.tar.append(&header, data)?;
         self.entries += 1;
-        if self.entries % 64 == 0 {
+        if self.entries.is_multiple_of(64) {
             self.progress
                 .set_message(format!("{} entries", self.entries));
         }
@@ -644,7 +647,7 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     /// All extended attributes of `path` (not following a symlink), sorted by name.
-    fn read_xattrs(&mut self, path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AciError> {
+    fn read_xattrs(&mut self, path: &Path) -> Result<Vec<Xattr>, AciError> {
         let xattr_error =
             |e: Errno| AciError::io("read the extended attributes of", path, e.into());
         let names = match read_sized(
@@ -691,7 +694,10 @@ fn progress_bar(show: bool) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new_spinner();
+    // Cleared also when dropped on an error path, so the error line starts on a clean line.
+    let bar = ProgressBar::new_spinner()
+        .with_finish(ProgressFinish::AndClear)
+        .with_message("0 entries,");
     if let Ok(style) = ProgressStyle::with_template(
         "{spinner} building image: {msg} {binary_bytes} ({binary_bytes_per_sec})",
     ) {
@@ -855,7 +861,7 @@ struct EntryMeta<'a> {
     size: u64,
     link: Option<&'a [u8]>,
     device: (u32, u32),
-    xattrs: &'a [(Vec<u8>, Vec<u8>)],
+    xattrs: &'a [Xattr],
 }
 
 impl<'a> EntryMeta<'a> {

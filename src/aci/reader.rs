@@ -46,10 +46,14 @@ impl fmt::Display for AciPath {
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathRefusal {
+    /// Nothing but `.` and `/`: the archive's own top directory (`tar -C dir -c .` writes one).
+    /// A directory entry like that is skipped; anything else there is refused.
     Empty,
     Absolute,
     DotDot,
     OutsideLayout,
+    NulByte,
+    NameTooLong,
 }
 
 impl fmt::Display for PathRefusal {
@@ -59,6 +63,8 @@ impl fmt::Display for PathRefusal {
             PathRefusal::Absolute => "absolute path",
             PathRefusal::DotDot => "path with a '..' component",
             PathRefusal::OutsideLayout => "entry outside manifest and rootfs/",
+            PathRefusal::NulByte => "path with a NUL byte",
+            PathRefusal::NameTooLong => "path component longer than 255 bytes",
         })
     }
 }
@@ -70,11 +76,15 @@ pub fn classify_path(raw: &[u8]) -> Result<AciPath, PathRefusal> {
     if raw.starts_with(b"/") {
         return Err(PathRefusal::Absolute);
     }
+    if raw.contains(&0) {
+        return Err(PathRefusal::NulByte); // possible through PAX records
+    }
     let mut parts = Vec::new();
     for part in raw.split(|b| *b == b'/') {
         match part {
             b"" | b"." => {}
             b".." => return Err(PathRefusal::DotDot),
+            p if p.len() > 255 => return Err(PathRefusal::NameTooLong), // NAME_MAX
             p => parts.push(p),
         }
     }
@@ -210,6 +220,9 @@ mod tests {
         assert_eq!(classify_path(b"extra"), Err(PathRefusal::OutsideLayout));
         assert_eq!(classify_path(b"./"), Err(PathRefusal::Empty));
         assert_eq!(classify_path(b""), Err(PathRefusal::Empty));
+        assert_eq!(classify_path(b"rootfs/a\0b"), Err(PathRefusal::NulByte));
+        let long = [b"rootfs/".as_slice(), &[b'x'; 256]].concat();
+        assert_eq!(classify_path(&long), Err(PathRefusal::NameTooLong));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::io::{BufReader, Read};
 
 use super::compress::{Compression, decompress};
-use super::reader::{AciPath, EntryKind, EntryTracker, Node, classify_path, classify_type};
+use super::reader::{
+    AciPath, EntryKind, EntryTracker, Node, PathRefusal, classify_path, classify_type,
+};
 use crate::schema::{ImageManifest, Warning};
 
 /// The largest manifest read into memory, as in the importer.
@@ -90,7 +92,11 @@ fn check_entry<R: Read>(
     if kind == EntryKind::GlobalHeader {
         return Ok(None);
     }
-    let path = classify_path(&entry.path_bytes()).map_err(|r| r.to_string())?;
+    let path = match classify_path(&entry.path_bytes()) {
+        Ok(p) => p,
+        Err(PathRefusal::Empty) if kind == EntryKind::Directory => return Ok(None),
+        Err(r) => return Err(r.to_string()),
+    };
     let tree_path = path.tree_path();
     tracker.check(&tree_path, kind == EntryKind::Directory)?;
     let node = match kind {

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use appc_pod::cli::{Cli, EXIT_INTERNAL};
+use appc_pod::cli::{Cli, EXIT_INTERNAL, printable};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -31,5 +31,5 @@ fn one_line(e: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace('\n', "; ")
+    printable(&line.replace('\n', "; "))
 }

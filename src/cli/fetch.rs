@@ -55,7 +55,7 @@ pub fn run(g: &GlobalArgs, args: &FetchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{}", path.display()))?;
         bar.finish_and_clear();
         for w in &outcome.warnings {
-            eprintln!("warning: {w}");
+            eprintln!("warning: {}", super::printable(w));
         }
         println!("{}", outcome.id);
     }

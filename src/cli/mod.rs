@@ -7,6 +7,8 @@ mod fetch;
 mod image;
 mod image_build;
 mod output;
+
+pub use output::printable;
 mod validate;
 
 use std::path::PathBuf;

@@ -38,6 +38,21 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Text from untrusted input (entry names in an archive) made safe for one terminal line:
+/// control characters are escaped (`\r`, `\u{1b}`), so an archive cannot rewrite the line or
+/// drive the terminal.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `1.5 MiB`-style sizes.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -80,6 +95,12 @@ pub fn ago(secs: i64, now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("a\rb\x1b[2Jc\nd"), "a\\rb\\u{1b}[2Jc\\nd");
+        assert_eq!(printable("plain / ünïcode"), "plain / ünïcode");
+    }
 
     #[test]
     fn sizes_and_times() {

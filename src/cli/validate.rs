@@ -135,7 +135,7 @@ fn validate_archive_file(path: &Path, input: impl Read, args: &ValidateArgs) -> 
         (result, _) => {
             problems.extend(result.err().unwrap_or_default());
             for p in &problems {
-                eprintln!("{shown}: {p}");
+                eprintln!("{shown}: {}", super::printable(p));
             }
             false
         }

@@ -17,7 +17,7 @@ use super::tarsplit::TarSplitWriter;
 use super::tree::{Meta, TreeBuilder};
 use super::{ImageRecord, Store, StoreError, io_err};
 use crate::aci::compress::{Compression, decompress};
-use crate::aci::reader::{AciPath, EntryKind, classify_path, classify_type};
+use crate::aci::reader::{AciPath, EntryKind, PathRefusal, classify_path, classify_type};
 use crate::schema::{ImageId, ImageManifest};
 
 /// The largest manifest we read into memory.
@@ -82,7 +82,7 @@ pub fn import_image(
     };
     let tree_fd = open_dir(&staging.dir.join("tree"))?;
     let mut builder = TreeBuilder::new(tree_fd);
-    let (mut tap, manifest_text) = read_entries(tap, &mut builder, &state, &staging.dir)?;
+    let (mut tap, manifest_text) = read_entries(tap, &mut builder, &state)?;
     io::copy(&mut tap, &mut io::sink()).map_err(read_error)?; // end blocks and trailing bytes
     let digest: [u8; 64] = tap.inner.hasher.finalize_reset().into();
     let size = tap.inner.total;
@@ -97,6 +97,12 @@ pub fn import_image(
         .map_err(io_err("write", &staging.dir))?;
     file.sync_all().map_err(io_err("sync", &staging.dir))?;
     let text = manifest_text.ok_or(StoreError::NoManifest)?;
+    if !builder.has_rootfs() {
+        return Err(StoreError::Entry {
+            entry: "rootfs".into(),
+            reason: "missing (A1: an image holds manifest and rootfs/)".into(),
+        });
+    }
     let manifest = ImageManifest::parse(&text)
         .map_err(StoreError::BadManifest)?
         .value;
@@ -115,7 +121,6 @@ fn read_entries<R: Read>(
     tap: Tap<R>,
     builder: &mut TreeBuilder,
     state: &Rc<RefCell<TapState>>,
-    staging: &Path,
 ) -> Result<(Tap<R>, Option<String>), StoreError> {
     let mut archive = tar::Archive::new(tap);
     let mut manifest = None;
@@ -131,17 +136,21 @@ fn read_entries<R: Read>(
         if kind == EntryKind::GlobalHeader {
             continue;
         }
-        let path = classify_path(&raw_path).map_err(|r| refuse(r.to_string()))?;
+        let path = match classify_path(&raw_path) {
+            Ok(p) => p,
+            // The archive's own top directory (`tar -C dir -c .`): nothing to create.
+            Err(PathRefusal::Empty) if kind == EntryKind::Directory => continue,
+            Err(r) => return Err(refuse(r.to_string())),
+        };
         builder
             .check(&path.tree_path(), kind == EntryKind::Directory)
             .map_err(refuse)?;
         let meta = read_meta(&mut entry).map_err(refuse)?;
-        let text = add_entry(builder, state, &mut entry, kind, &path, meta, staging).map_err(
-            |e| match e {
+        let text =
+            add_entry(builder, state, &mut entry, kind, &path, meta).map_err(|e| match e {
                 EntryError::Refused(reason) => refuse(reason),
                 EntryError::Store(e) => e,
-            },
-        )?;
+            })?;
         manifest = manifest.or(text);
     }
     Ok((archive.into_inner(), manifest))
@@ -166,10 +175,9 @@ fn add_entry<R: Read>(
     kind: EntryKind,
     path: &AciPath,
     meta: Meta,
-    staging: &Path,
 ) -> Result<Option<String>, EntryError> {
     let tree_path = path.tree_path();
-    let fs_err = |e: io::Error| EntryError::Store(io_err("write into", staging)(e));
+    let fs_err = |e: io::Error| EntryError::Refused(format!("cannot be stored: {e}"));
     match (kind, path) {
         (EntryKind::Regular, AciPath::Manifest) => {
             if entry.size() > MAX_MANIFEST {
@@ -242,11 +250,16 @@ fn add_content<R: Read>(
         inner: entry,
         copy,
         count: 0,
+        read_failed: false,
     };
     let written = builder.add_file(tree_path, meta, &mut counted);
-    let count = counted.count;
+    let (count, read_failed) = (counted.count, counted.read_failed);
     state.borrow_mut().recording = true;
-    written.map_err(|e| EntryError::Store(read_error(e)))?;
+    written.map_err(|e| match read_failed {
+        true => EntryError::Store(read_error(e)),
+        // The stream is fine but the tree cannot hold this entry (name, permissions, space).
+        false => EntryError::Refused(format!("cannot be stored: {e}")),
+    })?;
     if count != size {
         return Err(EntryError::Refused(format!(
             "truncated: {count} of {size} bytes"
@@ -506,11 +519,16 @@ struct CountingTee<'a, R, W> {
     inner: &'a mut R,
     copy: &'a mut W,
     count: u64,
+    /// Whether an error came from the archive stream rather than from writing the tree.
+    read_failed: bool,
 }
 
 impl<R: Read, W: io::Write> Read for CountingTee<'_, R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self
+            .inner
+            .read(buf)
+            .inspect_err(|_| self.read_failed = true)?;
         self.copy.write_all(&buf[..n])?;
         self.count += n as u64;
         Ok(n)

@@ -97,6 +97,13 @@ pub(crate) fn io_err(
     move |source| StoreError::Io { op, path, source }
 }
 
+/// The most recently imported of several matches, as rkt picked "latest" among equal names.
+pub(crate) fn newest(records: Vec<ImageRecord>) -> Option<ImageRecord> {
+    records
+        .into_iter()
+        .max_by_key(|r| (r.import_time, r.id.clone()))
+}
+
 /// The store at one root directory.
 #[derive(Debug)]
 pub struct Store {
@@ -156,14 +163,9 @@ impl Store {
         })?;
         let mut matches = self.index.find_by_name(&wanted.name)?;
         matches.retain(|r| r.labels.satisfy(&wanted.labels));
-        // Newest import first, as rkt picked "latest" among equal names.
-        matches.sort_by(|a, b| b.import_time.cmp(&a.import_time));
-        matches
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::NotFound {
-                query: query.into(),
-            })
+        newest(matches).ok_or_else(|| StoreError::NotFound {
+            query: query.into(),
+        })
     }
 
     fn resolve_prefix(&self, query: &str, hex: &str) -> Result<ImageRecord, StoreError> {

@@ -122,8 +122,7 @@ fn resolve_dependency(
     if let Some(size) = dep.size {
         found.retain(|r| r.size == size);
     }
-    found.sort_by(|a, b| b.import_time.cmp(&a.import_time));
-    found.into_iter().next().ok_or_else(|| {
+    super::newest(found).ok_or_else(|| {
         err(format!(
             "dependency {} is not in the store; fetch it first",
             describe(dep)

@@ -87,7 +87,7 @@ impl TreeBuilder {
     /// Opens `dir` (relative to the root) without following any symlink, creating missing
     /// ancestors as implicit directories (mode 0755, root-owned, like a tar without dir entries).
     fn open_dir(&mut self, dir: &[u8]) -> io::Result<&OwnedFd> {
-        if !self.parent_cache.as_ref().is_some_and(|(p, _)| p == dir) {
+        if self.parent_cache.as_ref().is_none_or(|(p, _)| p != dir) {
             self.ensure_dirs(dir)?;
             let path = if dir.is_empty() { os(b".") } else { os(dir) };
             let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
@@ -264,6 +264,11 @@ impl TreeBuilder {
             self.apply_fd_meta(&fd, path, meta)?;
         }
         Ok(())
+    }
+
+    /// Whether the archive had a rootfs (an entry of its own, or implied by entries below it).
+    pub fn has_rootfs(&self) -> bool {
+        self.nodes.get(b"rootfs").is_some()
     }
 
     pub fn root(&self) -> &OwnedFd {
