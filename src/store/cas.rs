@@ -45,13 +45,17 @@ fn open_dir_beneath(root: impl AsFd, dir: &[u8]) -> io::Result<OwnedFd> {
 /// Moves every file of a staged tree into the CAS, or replaces it with the existing blob.
 pub fn dedup(cas: &OwnedFd, tree: &OwnedFd, files: &[FileRecord]) -> io::Result<DedupStats> {
     let mut stats = DedupStats::default();
+    let mut fans_made = [false; 256];
     for f in files {
         let (parent, name) = split(&f.tree_path);
         let dir = open_dir_beneath(tree, parent)?;
         let fan = &f.key[..2];
-        match mkdirat(cas, fan, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
+        let fan_index = usize::from_str_radix(fan, 16).unwrap_or(0);
+        if !fans_made[fan_index] {
+            match mkdirat(cas, fan, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => fans_made[fan_index] = true,
+                Err(e) => return Err(e.into()),
+            }
         }
         let blob = format!("{fan}/{}", f.key);
         if link_or_share(cas, &blob, &dir, name)? {

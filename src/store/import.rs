@@ -58,12 +58,26 @@ pub struct ImportOutcome {
 /// it stays at all once the staging directory is gone (it is removed on the way out).
 pub fn import_image(
     store: &Store,
-    input: impl Read,
+    input: impl Read + Send,
     opts: &ImportOptions,
 ) -> Result<ImportOutcome, StoreError> {
     let _shared = store.lock_shared()?;
     let staging = Staging::create(&store.tmp_dir())?;
-    let (compression, plain) = decompress(BufReader::with_capacity(256 * 1024, input))?;
+    // Decompression runs on its own thread, overlapping with hashing and writing the tree here:
+    // the same two-core parallelism `gzip -dc | sha512sum` gets from two processes.
+    std::thread::scope(|scope| {
+        let (compression, plain) = spawn_decompressor(scope, input)?;
+        import_stream(store, staging, compression, plain, opts)
+    })
+}
+
+fn import_stream(
+    store: &Store,
+    staging: Staging,
+    compression: Compression,
+    plain: impl Read,
+    opts: &ImportOptions,
+) -> Result<ImportOutcome, StoreError> {
     let hashing = HashingReader {
         inner: plain,
         hasher: Sha512::new(),
@@ -456,6 +470,95 @@ impl Drop for Staging {
             let _ = std::fs::remove_dir_all(&self.dir); // best effort: gc removes what is left
         }
         let _ = std::fs::remove_file(&self.lock_path); // best effort, as above
+    }
+}
+
+/// Chunks of decompressed data, from the decompression thread to the importer.
+type Chunk = io::Result<Vec<u8>>;
+
+/// Starts decompressing `input` on a scoped thread; returns the detected compression and a
+/// reader of the decompressed stream. A few chunks are buffered, so neither side waits long.
+fn spawn_decompressor<'scope, R: Read + Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    input: R,
+) -> Result<(Compression, ChannelReader), StoreError> {
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(8);
+    scope.spawn(move || {
+        let (compression, mut plain) = match decompress(BufReader::with_capacity(256 * 1024, input))
+        {
+            Ok(ok) => ok,
+            Err(e) => return started_tx.send(Err(e)).unwrap_or(()),
+        };
+        if started_tx.send(Ok(compression)).is_err() {
+            return;
+        }
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            let chunk = match read_full(&mut plain, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(buf)
+                }
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            // A closed channel means the importer stopped (refused the image): stop too.
+            if tx.send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let compression = started_rx
+        .recv()
+        .map_err(|_| read_error(io::Error::other("decompression thread died")))??;
+    Ok((
+        compression,
+        ChannelReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        },
+    ))
+}
+
+/// Fills `buf` as far as the stream allows (fewer, larger chunks cost less to hand over).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The importer's end of the decompression channel.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Chunk>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0), // the decompressor finished
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
