@@ -68,55 +68,284 @@ fn assert_fetched(out: &Output, id: &str, store: &Path, ctx: &str) {
     );
 }
 
-/// What a killed import left behind, before anything else touches the store.
+/// What a killed command left behind, before anything else touches the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum AfterKill {
-    /// The import finished before the signal.
+    /// The command finished before the signal.
     Completed,
     /// Killed, yet the image is visible: the kill came after the index row.
     Visible,
     /// Its tree is in `images/` without an index row (killed between rename and insert).
     PublishedUnindexed,
-    /// A staging directory is left in `tmp/`.
+    /// A staging or trash directory is left in `tmp/`.
     Staging,
     /// Only a staging lock file is left in `tmp/`.
     LockOnly,
-    /// No trace at all (killed before staging started, or after everything).
+    /// No trace at all (killed before staging started).
     Nothing,
+}
+
+/// When to SIGKILL a command.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// This long after its start (`Child::kill`).
+    Delay(Duration),
+    /// On entering the `n`th call of a syscall, before it runs: `strace -e inject=…:signal=KILL`
+    /// delivers the SIGKILL, so the point is exact.
+    Syscall(&'static str, u32),
+}
+
+/// One round of the kill test: the fetches to kill one after the other (each starting from
+/// what the previous one left), then optionally an `image rm` to kill after the clean import.
+#[derive(Debug, Clone)]
+struct Round {
+    fetch_kills: Vec<KillAt>,
+    rm_kill: Option<KillAt>,
+    why: &'static str,
+}
+
+fn strace_available() -> bool {
+    std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The store and image of the kill test.
+struct KillRig {
+    store: PathBuf,
+    aci: PathBuf,
+    id: String,
+    expected: Listed,
+}
+
+impl KillRig {
+    /// Runs `appcctl <args>` and kills it at `at`; returns how it ended.
+    fn run_killed(&self, args: &[&str], at: KillAt, ctx: &str) -> Output {
+        match at {
+            KillAt::Delay(d) => {
+                let mut child = appcctl(&self.store)
+                    .args(args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn appcctl");
+                std::thread::sleep(d);
+                let _ = child.kill(); // Err only once reaped, and nobody reaped it
+                child.wait_with_output().expect("wait for appcctl")
+            }
+            KillAt::Syscall(name, n) => {
+                let out = std::process::Command::new("strace")
+                    .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                    .arg(format!("trace={name}"))
+                    .arg("-e")
+                    .arg(format!("inject={name}:signal=KILL:when={n}"))
+                    .arg(env!("CARGO_BIN_EXE_appcctl"))
+                    .arg("--dir")
+                    .arg(&self.store)
+                    .arg("--insecure-options=image")
+                    .args(args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .expect("run strace");
+                assert!(
+                    !out.status.success(),
+                    "{ctx}: appcctl {args:?} was not killed: it no longer calls {name} {n} \
+                     times; update the kill points\n{}",
+                    show("strace appcctl", &out)
+                );
+                out
+            }
+        }
+    }
+
+    /// What the store looks like right after a kill.
+    fn classify(&self, completed: bool, listed: &[Listed]) -> AfterKill {
+        let tmp = self.store.join("tmp");
+        if completed {
+            AfterKill::Completed
+        } else if !listed.is_empty() {
+            AfterKill::Visible
+        } else if self
+            .store
+            .join("images")
+            .join(digest_hex(&self.id))
+            .exists()
+        {
+            AfterKill::PublishedUnindexed
+        } else if !entries_named(&tmp, "", true).is_empty() {
+            AfterKill::Staging
+        } else if !entries_named(&tmp, "import-", false).is_empty() {
+            AfterKill::LockOnly
+        } else {
+            AfterKill::Nothing
+        }
+    }
+
+    /// Visible is nothing or exactly the complete image, and whatever is visible verifies.
+    fn check_visible(&self, out: &Output, what: &str, ctx: &str) -> Vec<Listed> {
+        let listed = list(&self.store);
+        assert!(
+            listed.is_empty() || listed == [self.expected.clone()],
+            "{ctx}: after the kill of {what}, image list shows {listed:?}\n{}\n{}",
+            show(what, out),
+            dump(&self.store)
+        );
+        verify_ok(&self.store, ctx);
+        listed
+    }
+
+    /// One round and everything that must hold after it; returns what each kill left.
+    fn round(&self, r: &Round, ctx: &str) -> Vec<AfterKill> {
+        let (store, id, expected) = (&self.store, &self.id, &self.expected);
+        let aci = self.aci.to_str().expect("UTF-8 path");
+        let mut outcomes = Vec::new();
+        for at in &r.fetch_kills {
+            let ctx = format!("{ctx}, fetch killed at {at:?}");
+            let out = self.run_killed(&["fetch", aci], *at, &ctx);
+            let completed = out.status.success();
+            if completed {
+                assert_fetched(&out, id, store, &ctx);
+            }
+            let listed = self.check_visible(&out, "fetch", &ctx);
+            if completed {
+                assert_eq!(listed, [expected.clone()], "{ctx}\n{}", dump(store));
+            }
+            outcomes.push(self.classify(completed, &listed));
+        }
+        // The same file imports normally afterwards, to the right ID.
+        assert_fetched(&fetch(store, &self.aci), id, store, ctx);
+        verify_ok(store, ctx);
+        assert_eq!(list(store), [expected.clone()], "{ctx}\n{}", dump(store));
+        // gc removes whatever the kills left (no staging or trash directory, no tree without an
+        // index row, no unused blob) and keeps the fresh image.
+        assert_ok(&gc(store, "24h"), &format!("{ctx}: image gc"), store);
+        assert_collected(store, ctx);
+        assert_eq!(list(store), [expected.clone()], "{ctx}\n{}", dump(store));
+        // Back to an empty store: `image rm`, perhaps killed too (then gc finishes its work).
+        if let Some(at) = r.rm_kill {
+            let ctx = format!("{ctx}, image rm killed at {at:?}");
+            let out = self.run_killed(&["image", "rm", id], at, &ctx);
+            let listed = self.check_visible(&out, "image rm", &ctx);
+            outcomes.push(self.classify(out.status.success(), &listed));
+            if !listed.is_empty() {
+                assert_ok(&run(store, &["image", "rm", id]), "image rm", store);
+            }
+            assert_ok(&gc(store, "24h"), &format!("{ctx}: image gc"), store);
+            assert_collected(store, &ctx);
+        } else {
+            assert_ok(
+                &run(store, &["image", "rm", id]),
+                &format!("{ctx}: image rm"),
+                store,
+            );
+        }
+        assert!(list(store).is_empty(), "{ctx}\n{}", dump(store));
+        let blobs = cas_blobs(store);
+        assert!(
+            blobs.is_empty(),
+            "{ctx}: image rm left {} blobs in cas/\n{}",
+            blobs.len(),
+            dump(store)
+        );
+        assert!(
+            entries_named(&store.join("images"), "", false).is_empty(),
+            "{ctx}: image rm left its tree\n{}",
+            dump(store)
+        );
+        outcomes
+    }
+}
+
+/// The syscall-exact kill points (with `strace`): each phase boundary of the commit, re-imports
+/// over what a kill left, and `image rm` killed midway.
+fn syscall_rounds() -> Vec<Round> {
+    use KillAt::Syscall as S;
+    let round = |fetch_kills: Vec<KillAt>, rm_kill, why| Round {
+        fetch_kills,
+        rm_kill,
+        why,
+    };
+    vec![
+        round(
+            vec![S("flock", 3)],
+            None,
+            "staged, waiting for the image lock",
+        ),
+        round(
+            vec![S("linkat", 1000)],
+            None,
+            "halfway through the dedup into cas/",
+        ),
+        round(vec![S("syncfs", 1)], None, "deduplicated, before the sync"),
+        round(
+            vec![S("rename", 1)],
+            None,
+            "synced, before the rename into images/",
+        ),
+        round(
+            vec![S("fsync", 2)],
+            Some(S("rename", 1)),
+            "renamed into images/, before the index row; rm: row gone, tree not moved",
+        ),
+        round(
+            vec![S("unlink", 1)],
+            Some(S("unlinkat", 500)),
+            "index row written, before the staging lock's removal; rm: tree half deleted",
+        ),
+        round(
+            vec![S("fsync", 2), S("rename", 2)],
+            Some(S("unlink", 100)),
+            "re-import over a leftover tree: moved aside and deleted, killed before its own \
+             rename; rm: blobs half freed",
+        ),
+        round(
+            vec![S("fsync", 2), S("unlinkat", 500)],
+            None,
+            "re-import over a leftover tree, killed while deleting it",
+        ),
+    ]
 }
 
 /// Test 1: `kill -9` of `fetch` at many points of an import never leaves a visible partial image,
 /// never blocks a later import of the same file, and leaves only what `image gc` removes.
+///
+/// Kill points: 22 delays stratified over [1 ms, the whole import] and 3 more in its last third
+/// (where the commit is), jittered from the seed; plus, when `strace` is installed, kills on
+/// entering chosen syscalls, which hit each step of the commit exactly (delays rarely land in
+/// its short windows), chain kills of re-imports, and kill `image rm` midway.
 #[test]
 fn sigkill_during_import_never_leaves_a_partial_image() {
     if !root_or_skip() {
         return;
     }
     let seed = seed();
-    let work = tempfile::tempdir().expect("tempdir");
+    let work = scratch();
     let spec = ImageSpec::big("example.com/t-kill", "kill", 2000, 20 << 20);
     let tar = spec.tar();
-    let id = image_id(&tar);
-    let hex = digest_hex(&id).to_owned();
-    let aci = write_file(work.path(), "kill.aci", &gzip(&tar, 1));
-    let store = work.path().join("store");
-    let expected = Listed {
-        id: id.clone(),
-        name: spec.name.clone(),
-        size: tar.len() as u64,
+    let rig = KillRig {
+        store: work.path().join("store"),
+        aci: write_file(work.path(), "kill.aci", &gzip(&tar, 1)),
+        id: image_id(&tar),
+        expected: Listed {
+            id: image_id(&tar),
+            name: spec.name.clone(),
+            size: tar.len() as u64,
+        },
     };
+    let (store, id) = (&rig.store, &rig.id);
 
-    // How long a whole import takes here (the second run: caches warm, store exists).
-    let mut full = Duration::ZERO;
+    // How long a whole import takes here (the faster of two runs).
+    let mut full = Duration::MAX;
     for _ in 0..2 {
         let t = Instant::now();
-        let out = fetch(&store, &aci);
-        full = t.elapsed();
-        assert_fetched(&out, &id, &store, "measuring the import");
-        assert_ok(&run(&store, &["image", "rm", &id]), "image rm", &store);
+        let out = fetch(store, &rig.aci);
+        full = full.min(t.elapsed());
+        assert_fetched(&out, id, store, "measuring the import");
+        assert_ok(&run(store, &["image", "rm", id]), "image rm", store);
     }
-    assert_ok(&gc(&store, "24h"), "image gc", &store);
-    assert!(cas_blobs(&store).is_empty(), "{}", dump(&store));
+    assert_ok(&gc(store, "24h"), "image gc", store);
+    assert!(cas_blobs(store).is_empty(), "{}", dump(store));
 
     // Watch the store from the side the whole time: `image list` shows nothing or exactly the
     // complete image, never anything else.
@@ -131,7 +360,7 @@ fn sigkill_during_import_never_leaves_a_partial_image() {
             Arc::clone(&seen_visible),
             Arc::clone(&problems),
         );
-        let (store, expected) = (store.clone(), expected.clone());
+        let (store, expected) = (store.clone(), rig.expected.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match try_list(&store) {
@@ -146,114 +375,65 @@ fn sigkill_during_import_never_leaves_a_partial_image() {
                     Err(e) => problems.lock().expect("lock").push(e),
                 }
                 seen.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(15));
+                std::thread::sleep(Duration::from_millis(25));
             }
         })
     };
 
-    // Kill points: stratified over [1 ms, 1.15 × the import], jittered from the seed, plus a few
-    // more in the last third, where the commit (dedup, sync, rename, index row) happens.
     let mut rng = Rng::new(seed);
-    let span = full.mul_f64(1.15);
-    let uniform = 24;
+    let uniform = 22;
     let mut delays: Vec<Duration> = (0..uniform)
-        .map(|i| span.mul_f64((i as f64 + rng.unit()) / uniform as f64))
+        .map(|i| full.mul_f64((i as f64 + rng.unit()) / uniform as f64))
         .collect();
     delays[0] = Duration::from_millis(1);
-    delays.extend((0..6).map(|_| full.mul_f64(0.65 + 0.4 * rng.unit())));
+    delays.extend((0..3).map(|_| full.mul_f64(0.67 + 0.33 * rng.unit())));
+    let mut rounds: Vec<Round> = delays
+        .into_iter()
+        .map(|d| Round {
+            fetch_kills: vec![KillAt::Delay(d)],
+            rm_kill: None,
+            why: "pseudo-random delay",
+        })
+        .collect();
+    if strace_available() {
+        rounds.extend(syscall_rounds());
+    } else {
+        eprintln!("note: strace is not installed: only the delay kill points run");
+    }
 
     let mut outcomes: BTreeMap<AfterKill, usize> = BTreeMap::new();
-    let mut orphan_locks = Vec::new();
+    let mut exact: Vec<String> = Vec::new();
+    // Staging lock files gc left behind: name → the round that left it.
+    let mut orphan_locks: BTreeMap<String, usize> = BTreeMap::new();
     let started = Instant::now();
-    for (i, delay) in delays.iter().enumerate() {
+    for (i, r) in rounds.iter().enumerate() {
         let ctx = format!(
-            "seed={seed:#x} iteration={i} delay={delay:?} (a whole import took {full:?}; \
-             replay with APPC_RELIABILITY_SEED={seed:#x})"
+            "seed={seed:#x} round={i} ({}; a whole import took {full:?}; replay with \
+             APPC_RELIABILITY_SEED={seed:#x})",
+            r.why
         );
-        let mut child = spawn_fetch(&store, &aci);
-        std::thread::sleep(*delay);
-        let _ = child.kill(); // Err only if it was reaped already, which nobody did
-        let out = child.wait_with_output().expect("wait for fetch");
-        let completed = out.status.success();
-
-        // 1. Visible: nothing, or exactly the complete image.
-        let listed = list(&store);
-        let tmp = store.join("tmp");
-        let staging = entries_named(&tmp, "import-", true);
-        let locks: Vec<String> = entries_named(&tmp, "import-", false)
-            .into_iter()
-            .filter(|n| n.ends_with(".lock"))
-            .collect();
-        let published = store.join("images").join(&hex).exists();
-        let outcome = if completed {
-            AfterKill::Completed
-        } else if !listed.is_empty() {
-            AfterKill::Visible
-        } else if published {
-            AfterKill::PublishedUnindexed
-        } else if !staging.is_empty() {
-            AfterKill::Staging
-        } else if !locks.is_empty() {
-            AfterKill::LockOnly
-        } else {
-            AfterKill::Nothing
-        };
-        *outcomes.entry(outcome).or_default() += 1;
-        if completed {
-            assert_fetched(&out, &id, &store, &ctx);
-            assert_eq!(listed, [expected.clone()], "{ctx}\n{}", dump(&store));
-        } else {
-            assert!(
-                listed.is_empty() || listed == [expected.clone()],
-                "{ctx}: after the kill, image list shows {listed:?}\n{}\n{}",
-                show("killed fetch", &out),
-                dump(&store)
-            );
+        let left = rig.round(r, &ctx);
+        for o in &left {
+            *outcomes.entry(*o).or_default() += 1;
         }
-        // 2. Every visible image is complete.
-        verify_ok(&store, &ctx);
-        // 3. The same file imports normally afterwards, to the right ID.
-        assert_fetched(&fetch(&store, &aci), &id, &store, &ctx);
-        verify_ok(&store, &ctx);
-        assert_eq!(list(&store), [expected.clone()], "{ctx}\n{}", dump(&store));
-        // 4. gc removes whatever the kill left, and keeps the (fresh) image.
-        assert_ok(&gc(&store, "24h"), &format!("{ctx}: image gc"), &store);
-        assert_collected(&store, &ctx);
-        assert_eq!(list(&store), [expected.clone()], "{ctx}\n{}", dump(&store));
-        orphan_locks.extend(
-            entries_named(&tmp, "import-", false)
-                .into_iter()
-                .filter(|n| n.ends_with(".lock"))
-                .map(|n| format!("iteration {i}: {n}")),
-        );
-        // Back to an empty store for the next kill: rm frees every blob.
-        assert_ok(
-            &run(&store, &["image", "rm", &id]),
-            &format!("{ctx}: image rm"),
-            &store,
-        );
-        assert!(list(&store).is_empty(), "{ctx}\n{}", dump(&store));
-        let blobs = cas_blobs(&store);
-        assert!(
-            blobs.is_empty(),
-            "{ctx}: image rm left {} blobs in cas/\n{}",
-            blobs.len(),
-            dump(&store)
-        );
-        assert!(
-            entries_named(&store.join("images"), "", false).is_empty(),
-            "{ctx}: image rm left its tree\n{}",
-            dump(&store)
-        );
+        if !matches!(r.fetch_kills[0], KillAt::Delay(_)) {
+            exact.push(format!("{:?}/{:?} → {left:?}", r.fetch_kills, r.rm_kill));
+        }
+        for n in entries_named(&store.join("tmp"), "import-", false) {
+            if n.ends_with(".lock") {
+                orphan_locks.entry(n).or_insert(i);
+            }
+        }
     }
     stop.store(true, Ordering::Relaxed);
     observer.join().expect("observer thread");
     let problems = problems.lock().expect("lock").clone();
     eprintln!(
-        "kill test: seed {seed:#x}, {} kills in {:?} (an import takes {full:?}); after the kill: \
-         {outcomes:?}; the observer listed the store {} times, {} times with the image; \
-         staging lock files gc left: {orphan_locks:?}",
-        delays.len(),
+        "kill test: seed {seed:#x}, {} rounds in {:?} (an import takes {full:?}); after the \
+         kills: {outcomes:?}; syscall-exact kills: {exact:#?}; the observer listed the store \
+         {} times, {} times with the image; staging lock files gc left (name → round): \
+         {orphan_locks:?}",
+        rounds.len(),
         started.elapsed(),
         seen.load(Ordering::Relaxed),
         seen_visible.load(Ordering::Relaxed),
@@ -273,7 +453,7 @@ fn gc_removes_the_leftovers_a_killed_import_can_leave() {
     if !root_or_skip() {
         return;
     }
-    let work = tempfile::tempdir().expect("tempdir");
+    let work = scratch();
     let store = work.path().join("store");
     assert!(list(&store).is_empty()); // creates the store
     let tmp = store.join("tmp");
@@ -304,7 +484,7 @@ fn eight_concurrent_imports_share_the_cas() {
     }
     const FILES: usize = 600;
     const STEP: usize = 10; // every 10th file differs between the images
-    let work = tempfile::tempdir().expect("tempdir");
+    let work = scratch();
     let a = ImageSpec::big("example.com/t-a", "conc-a", FILES, 6 << 20);
     let specs: Vec<ImageSpec> = std::iter::once(a.clone())
         .chain(
@@ -470,7 +650,7 @@ fn gc_racing_imports_never_breaks_them() {
     if !root_or_skip() {
         return;
     }
-    let work = tempfile::tempdir().expect("tempdir");
+    let work = scratch();
     let store = work.path().join("store");
     let base = ImageSpec::big("example.com/t-g0", "gc-0", 600, 6 << 20);
     let mut specs = vec![base.clone()];
@@ -644,7 +824,7 @@ fn rm_frees_only_the_blobs_no_other_image_uses() {
     if !root_or_skip() {
         return;
     }
-    let work = tempfile::tempdir().expect("tempdir");
+    let work = scratch();
     let store = work.path().join("store");
     let p = ImageSpec::big("example.com/t-p", "rm-p", 100, 400 << 10);
     let q = p.variant("example.com/t-q", "rm-q", 10); // 90 % of the files shared
@@ -789,7 +969,7 @@ fn export_is_byte_exact_across_compressions_and_padding() {
     if !root_or_skip() {
         return;
     }
-    let work = tempfile::tempdir().expect("tempdir");
+    let work = scratch();
     let store = work.path().join("store");
     let plain = export_spec().tar();
     // GNU tar pads the archive with zeros to its 10240-byte record size.

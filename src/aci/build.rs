@@ -561,12 +561,9 @@ impl<W: Write> ArchiveWriter<W> {
             xattrs,
             ..EntryMeta::from_stat(&node.name, EntryType::Regular, meta)
         };
-        let mut data = ExactReader::new(file, meta.len());
+        let mut data = ExactReader::new(file, meta.len(), self.progress.clone());
         match self.append(&entry, &mut data) {
-            Ok(()) => {
-                self.progress.inc(meta.len());
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => Err(match data.fault {
                 Some(Fault::Read) => AciError::io("read", &node.path, e),
                 Some(Fault::Changed) => AciError::Changed {
@@ -639,10 +636,8 @@ impl<W: Write> ArchiveWriter<W> {
         }
         self.tar.append(&header, data)?;
         self.entries += 1;
-        if self.entries.is_multiple_of(64) {
-            self.progress
-                .set_message(format!("{} entries", self.entries));
-        }
+        self.progress
+            .set_message(format!("{} entries,", self.entries));
         Ok(())
     }
 
@@ -660,15 +655,16 @@ impl<W: Write> ArchiveWriter<W> {
         };
         let mut xattrs = Vec::new();
         for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            if name.contains(&b'=') {
+                // `=` ends a PAX key: such a name cannot be encoded.
+                self.skip_xattr(path, name, "its name contains '='");
+                continue;
+            }
             let value = read_sized(
                 || rustix::fs::lgetxattr_query(path, name),
                 |buf| rustix::fs::lgetxattr(path, name, buf),
             );
             match value {
-                // `=` ends a PAX key: such a name cannot be encoded.
-                Ok(_) if name.contains(&b'=') => {
-                    self.skip_xattr(path, name, "its name contains '='")
-                }
                 Ok(value) => xattrs.push((name.to_vec(), value)),
                 Err(Errno::NODATA) => {} // removed since it was listed
                 Err(e @ (Errno::PERM | Errno::ACCESS)) => {
@@ -796,14 +792,17 @@ struct ExactReader<R> {
     inner: R,
     left: u64,
     fault: Option<Fault>,
+    /// Counts bytes as they are read, so one big file still shows progress.
+    progress: ProgressBar,
 }
 
 impl<R: Read> ExactReader<R> {
-    fn new(inner: R, size: u64) -> Self {
+    fn new(inner: R, size: u64, progress: ProgressBar) -> Self {
         ExactReader {
             inner,
             left: size,
             fault: None,
+            progress,
         }
     }
 
@@ -831,6 +830,7 @@ impl<R: Read> Read for ExactReader<R> {
             Ok(0) => self.fail(Fault::Changed, changed()),
             Ok(n) => {
                 self.left -= n as u64;
+                self.progress.inc(n as u64);
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
@@ -1159,13 +1159,13 @@ mod tests {
     #[test]
     fn exact_reader_notices_changes() {
         let mut out = Vec::new();
-        let mut shrank = ExactReader::new(&b"abc"[..], 4);
+        let mut shrank = ExactReader::new(&b"abc"[..], 4, ProgressBar::hidden());
         assert!(io::copy(&mut shrank, &mut out).is_err());
         assert!(matches!(shrank.fault, Some(Fault::Changed)));
-        let mut grew = ExactReader::new(&b"abcde"[..], 4);
+        let mut grew = ExactReader::new(&b"abcde"[..], 4, ProgressBar::hidden());
         assert!(io::copy(&mut grew, &mut out).is_err());
         assert!(matches!(grew.fault, Some(Fault::Changed)));
-        let mut exact = ExactReader::new(&b"abcd"[..], 4);
+        let mut exact = ExactReader::new(&b"abcd"[..], 4, ProgressBar::hidden());
         assert_eq!(io::copy(&mut exact, &mut out).expect("copy"), 4);
     }
 }

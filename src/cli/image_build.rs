@@ -16,8 +16,9 @@ use crate::aci::compress::Compression;
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Image layout: a `manifest` file and a `rootfs` directory.
+    /// (Not named `dir`: that is the global `--dir`, and clap would let one overwrite the other.)
     #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    pub layout: PathBuf,
 
     /// Image file to write; its name must end in `.aci`.
     #[arg(value_name = "OUT.aci")]
@@ -47,7 +48,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitCode> {
         overwrite: args.overwrite,
         progress: std::io::stderr().is_terminal(),
     };
-    let report = build_image(&args.dir, &args.out, &opts)?;
+    let report = build_image(&args.layout, &args.out, &opts)?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }

@@ -494,6 +494,24 @@ pub fn gc(store: &Path, grace: &str) -> Output {
     run(store, &["image", "gc", "--grace-period", grace])
 }
 
+/// A scratch directory for a test's store and archives, removed when dropped: on tmpfs
+/// (`/dev/shm`) when there is one, else in the system temp directory; `APPC_RELIABILITY_TMPDIR`
+/// chooses another place. Every step of an import before its index row is about what a *killed
+/// process* leaves (the page cache survives `kill -9`), so tmpfs tests the same thing, without
+/// every import's `syncfs` waiting for whatever else the machine has written.
+pub fn scratch() -> tempfile::TempDir {
+    let base = std::env::var_os("APPC_RELIABILITY_TMPDIR")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|p| p.is_dir()));
+    let builder = || {
+        let mut b = tempfile::Builder::new();
+        b.prefix("appc-reliability-");
+        b
+    };
+    base.and_then(|b| builder().tempdir_in(b).ok())
+        .unwrap_or_else(|| builder().tempdir().expect("tempdir"))
+}
+
 /// True when the test runs as root (the importer chowns files); otherwise the test is skipped.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
