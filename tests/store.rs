@@ -180,6 +180,9 @@ fn import_list_resolve_export_verify() {
     assert_eq!(list[0]["id"], json!(id));
     assert_eq!(list[0]["name"], json!("example.com/app"));
     assert_eq!(list[0]["size"], json!(tar.len()));
+    let bare = s.ok(&["image", "list", "--no-legend"]);
+    assert_eq!(bare.lines().count(), 1, "{bare}");
+    assert!(bare.starts_with(&id[..39]), "{bare}");
     let table = s.ok(&["image", "list"]);
     assert!(
         table

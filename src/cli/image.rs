@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use super::GlobalArgs;
 use super::output::{Format, ago, human_size, print_table, rfc3339};
 use crate::store::{
-    CopyOptions, ImageRecord, Store, collect_garbage, copy_image, export_image, now, remove_image,
-    verify_image,
+    CopyOptions, ImageRecord, Store, StoreError, collect_garbage, copy_image, export_image, now,
+    remove_image, verify_image,
 };
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +307,7 @@ fn verify(store: &Store, a: &VerifyArgs) -> anyhow::Result<ExitCode> {
     for r in &records {
         match verify_image(store, &r.id) {
             Ok(_) => println!("{}: ok", r.id),
+            Err(StoreError::NotFound { .. }) => println!("{}: removed meanwhile", r.id),
             Err(e) => {
                 eprintln!("{}: {e}", r.id);
                 bad += 1;

@@ -10,11 +10,22 @@ pub enum Format {
 }
 
 /// Prints rows under a header, columns padded to their widest cell.
+/// An empty `header` prints no header line (`--no-legend`).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    let columns = rows
+        .iter()
+        .map(Vec::len)
+        .chain([header.len()])
+        .max()
+        .unwrap_or(0);
+    let mut widths = vec![0; columns];
+    for row in rows
+        .iter()
+        .map(|r| r.iter().map(|c| c.chars().count()).collect::<Vec<_>>())
+        .chain([header.iter().map(|h| h.len()).collect()])
+    {
+        for (w, len) in widths.iter_mut().zip(row) {
+            *w = (*w).max(len);
         }
     }
     let line = |cells: Vec<&str>| {
@@ -32,7 +43,9 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .collect();
         println!("{}", padded.join("  "));
     };
-    line(header.to_vec());
+    if !header.is_empty() {
+        line(header.to_vec());
+    }
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }

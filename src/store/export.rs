@@ -15,12 +15,25 @@ use crate::schema::ImageId;
 /// is the image ID (`image verify` checks exactly that).
 pub fn export_image(store: &Store, id: &ImageId, out: &mut impl Write) -> Result<u64, StoreError> {
     let _shared = store.lock_shared()?;
+    still_stored(store, id)?;
     replay(store, id, out)
+}
+
+/// Under the shared lock, the image may have been removed since it was resolved (`rm` and `gc`
+/// take the lock exclusively): that is "not found", not damage.
+fn still_stored(store: &Store, id: &ImageId) -> Result<(), StoreError> {
+    match store.index().get(id)? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound {
+            query: id.to_string(),
+        }),
+    }
 }
 
 /// Re-hashes a stored image; `Err(Damaged)` when its tree or record no longer give the image ID.
 pub fn verify_image(store: &Store, id: &ImageId) -> Result<u64, StoreError> {
     let _shared = store.lock_shared()?;
+    still_stored(store, id)?;
     let mut hashing = HashingWriter(Sha512::new());
     let size = replay(store, id, &mut hashing)?;
     let digest: [u8; 64] = hashing.0.finalize().into();

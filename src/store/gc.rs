@@ -94,25 +94,8 @@ pub fn collect_garbage(store: &Store, grace_secs: u64, now: i64) -> Result<GcRep
 /// Staging directories of dead imports (their flock is free), trash, and image directories with
 /// no index row (a crash between rename and insert).
 fn remove_leftovers(store: &Store) -> Result<usize, StoreError> {
-    let mut removed = 0;
-    let tmp = store.tmp_dir();
-    for entry in std::fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
-        let path = entry.map_err(io_err("list", &tmp))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.ends_with(".lock") || !path.is_dir() {
-            continue;
-        }
-        let lock = tmp.join(format!("{name}.lock"));
-        let Some(_held) = StoreLock::try_exclusive(&lock)? else {
-            continue;
-        }; // importer alive
-        std::fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
-        let _ = std::fs::remove_file(&lock); // best effort: an empty lock file is harmless
-        removed += 1;
-    }
+    let mut removed = remove_dead_staging(store)?;
+    removed += remove_lock_files(&store.root().join("locks"))?;
     let images = store.root().join("images");
     for entry in std::fs::read_dir(&images).map_err(io_err("list", &images))? {
         let path = entry.map_err(io_err("list", &images))?.path();
@@ -130,6 +113,44 @@ fn remove_leftovers(store: &Store) -> Result<usize, StoreError> {
         }
     }
     Ok(removed)
+}
+
+/// Staging directories of dead importers (whose flock is free), and their lock files: a kill
+/// after publishing but before cleanup leaves a lock file without a directory.
+fn remove_dead_staging(store: &Store) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    let tmp = store.tmp_dir();
+    for entry in std::fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
+        let path = entry.map_err(io_err("list", &tmp))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (dir, lock) = match name.strip_suffix(".lock") {
+            Some(stem) => (tmp.join(stem), path.clone()),
+            None if path.is_dir() => (path.clone(), tmp.join(format!("{name}.lock"))),
+            None => continue,
+        };
+        let Some(_held) = StoreLock::try_exclusive(&lock)? else {
+            continue;
+        }; // importer alive
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            removed += 1;
+        }
+        let _ = std::fs::remove_file(&lock); // best effort: an empty lock file is harmless
+    }
+    Ok(removed)
+}
+
+/// Per-image commit locks. Safe to remove under the exclusive store lock: committers hold the
+/// store lock shared while they hold one of these, so none is held now.
+fn remove_lock_files(locks: &Path) -> Result<usize, StoreError> {
+    for entry in std::fs::read_dir(locks).map_err(io_err("list", locks))? {
+        let path = entry.map_err(io_err("list", locks))?.path();
+        std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+    }
+    Ok(0) // lock files are bookkeeping, not leftovers worth reporting
 }
 
 fn sweep_blobs(store: &Store) -> Result<(u64, u64), StoreError> {

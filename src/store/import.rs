@@ -346,6 +346,8 @@ fn commit(
     let _image_lock =
         StoreLock::acquire(&store.root().join("locks").join(p.id.digest_hex()), true)?;
     if store.index().get(&p.id)?.is_some() {
+        // Fetching it again counts as a use: `image gc` must not take it right away.
+        store.index().touch(&p.id, now())?;
         outcome.already_present = true;
         return Ok(outcome); // the staging directory goes with `staging`
     }

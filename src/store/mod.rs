@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! store.lock              flock: shared while importing/reading trees, exclusive for rm and gc
+//! index.lock              flock: serializes the first-time setup of the index
 //! index.db                SQLite (WAL): one row per image; readers never block on a writer
 //! cas/ab/<key>            regular files, keyed by content + the metadata hard links share
 //! images/<sha512 hex>/    one image: tree/ (manifest + rootfs, files hard-linked from cas/)
@@ -118,6 +119,9 @@ impl Store {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
+        // SQLite answers "busy" at once, not after the busy timeout, when two processes switch a
+        // fresh database to WAL together: the first opener sets it up alone.
+        let _init = StoreLock::acquire(&root.join("index.lock"), true)?;
         let index = Index::open(&root.join("index.db"))?;
         Ok(Store {
             root: root.to_owned(),
