@@ -7,11 +7,13 @@
 # Environment:
 #   BENCH_SIZE_MIB  uncompressed payload of the test image (file contents), MiB   (500)
 #   BENCH_FILES     number of regular files in the test image                     (20000)
-#   BENCH_RUNS      timed runs of each command (the median is reported)           (3)
+#   BENCH_RUNS      timed runs of each command (the median is reported; export: >= 5) (3)
 #   BENCH_TMP       parent of the scratch directory (its filesystem is measured)  (/var/tmp)
 #   BENCH_SEED      seed of the content generator                                 (1)
 #   BENCH_NO_BUILD  1: skip `cargo build`, use the existing target/release/appcctl
 #   BENCH_KEEP      1: keep the scratch directory (printed at the end) for profiling
+#   BENCH_LOOP_EXT4 1: put the scratch data on a private journaled ext4 (a sparse file on a loop
+#                   device inside the scratch directory), away from other work on BENCH_TMP
 set -euo pipefail
 
 SIZE_MIB=${BENCH_SIZE_MIB:-500}
@@ -40,15 +42,36 @@ APPCCTL=$PWD/target/release/appcctl
 [[ -x $APPCCTL ]] || die "$APPCCTL missing"
 
 mkdir -p "$TMP_PARENT"
-T=$(mktemp -d "$TMP_PARENT/appc-bench.XXXXXX")
+SCRATCH=$(mktemp -d "$TMP_PARENT/appc-bench.XXXXXX")
+T=$SCRATCH
 cleanup() {
+    if mountpoint -q "$SCRATCH/fs" 2>/dev/null; then
+        if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+            echo "scratch filesystem left mounted: $SCRATCH/fs (umount it, then remove $SCRATCH)" >&2
+            return
+        fi
+        umount "$SCRATCH/fs" || { echo "store.sh: cannot unmount $SCRATCH/fs" >&2; return; }
+    fi
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        echo "scratch directory kept: $T" >&2
+        echo "scratch directory kept: $SCRATCH" >&2
     else
-        rm -rf "$T"
+        rm -rf "$SCRATCH"
     fi
 }
 trap cleanup EXIT
+
+# Optionally a private journaled ext4. On ext4 *without* a journal (as on some VMs), inode
+# allocation skips inodes deleted in the last ~30 s one by one (ext4 recently_deleted()), so
+# every file created costs more while anything on the same filesystem deletes many files: other
+# work there then shows up in the import time. A filesystem of our own avoids that.
+if [[ ${BENCH_LOOP_EXT4:-0} == 1 ]]; then
+    command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 is needed for BENCH_LOOP_EXT4=1"
+    truncate -s "$((SIZE_MIB * 14 + 2048))M" "$SCRATCH/fs.img"
+    mkfs.ext4 -q -F "$SCRATCH/fs.img"
+    mkdir "$SCRATCH/fs"
+    mount -o loop "$SCRATCH/fs.img" "$SCRATCH/fs" || die "cannot loop-mount an ext4 (no loop devices?)"
+    T=$SCRATCH/fs
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Test data. A deterministic generator (perl's own PRNG is portable since 5.20; the random
@@ -190,7 +213,7 @@ log "a.aci: $ACI_SIZE bytes gzip, $TAR_SIZE bytes tar; b.aci rewrites $CHANGED_F
 # all its children, pipelines included.
 # ---------------------------------------------------------------------------------------------
 # timed NAME CMD...: runs CMD (stdout to $T/NAME.out, stderr to $T/NAME.err), appends
-# "wall cpu" to $T/NAME.times; fails (with CMD's stderr) if CMD fails.
+# "wall cpu user sys" to $T/NAME.times; fails (with CMD's stderr) if CMD fails.
 timed() {
     local name=$1 rc=0
     shift
@@ -200,10 +223,10 @@ timed() {
         cat "$T/$name.err" >&2
         die "$name failed (exit $rc): $*"
     fi
-    awk '{printf "%s %.3f\n", $1, $2 + $3}' "$T/$name.time" >>"$T/$name.times"
+    awk '{printf "%s %.3f %s %s\n", $1, $2 + $3, $2, $3}' "$T/$name.time" >>"$T/$name.times"
 }
 
-# median NAME COLUMN: median of column 1 (wall) or 2 (cpu) of $T/NAME.times.
+# median NAME COLUMN: median of column 1 (wall), 2 (cpu), 3 (user) or 4 (sys) of $T/NAME.times.
 median() {
     sort -n "-k$2,$2" "$T/$1.times" | awk -v c="$2" '{v[NR] = $c}
         END {if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
@@ -212,24 +235,25 @@ median() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
 
-# Settle the disk between runs: writeback and deletes of one run must not land in the next.
+# Settle the disk between runs: the writeback of one run must not land in the next. Stores are
+# not removed between runs (each import gets a new one, all are removed at exit): on ext4
+# without a journal, a mass delete makes file creation slower for the next ~30 s (see above).
 settle() { sync; }
 
 # ---------------------------------------------------------------------------------------------
 # 1. Import vs `gzip -dc | sha512sum`, alternately, each on the cached a.aci.
 # ---------------------------------------------------------------------------------------------
 baseline() { gzip -dc "$T/a.aci" | sha512sum; }
-import_a() { "$APPCCTL" --dir "$T/store" --insecure-options=image fetch "$T/a.aci"; }
+import_a() { "$APPCCTL" --dir "$T/store-$1" --insecure-options=image fetch "$T/a.aci"; }
 
 log "load before timing: $(cut -d' ' -f1-3 /proc/loadavg)"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 cat "$T/a.aci" >/dev/null    # in the page cache for both
 for ((i = 1; i <= RUNS; i++)); do
-    rm -rf "$T/store"
     settle
     timed baseline baseline
     settle
-    timed import import_a
+    timed import import_a "$i"
     log "run $i/$RUNS: baseline $(tail -n1 "$T/baseline.times" | cut -d' ' -f1) s, import $(tail -n1 "$T/import.times" | cut -d' ' -f1) s"
 done
 ID=$(tr -d '\n' <"$T/import.out")
@@ -242,15 +266,17 @@ ID=$(tr -d '\n' <"$T/import.out")
 #    export fsyncs its output before renaming it into place, plain `cat` does not.
 # ---------------------------------------------------------------------------------------------
 log "export: checking that the export hashes to the ID"
-"$APPCCTL" --dir "$T/store" image export "$ID" "$T/export-check.tar" >/dev/null
+STORE=$T/store-$RUNS
+"$APPCCTL" --dir "$STORE" image export "$ID" "$T/export-check.tar" >/dev/null
 [[ "sha512-$(sha512sum "$T/export-check.tar" | cut -d' ' -f1)" == "$ID" ]] \
     || die "image export of $ID does not hash to its ID"
 cp "$T/export-check.tar" "$T/cat-src.tar"
 rm -f "$T/export-check.tar"
-export_a() { "$APPCCTL" --dir "$T/store" image export "$ID" "$T/export.tar"; }
+export_a() { "$APPCCTL" --dir "$STORE" image export "$ID" "$T/export.tar"; }
 cat_plain() { cat "$T/cat-src.tar" >"$T/cat.tar"; }
 cat_fsync() { cat "$T/cat-src.tar" >"$T/cat.tar" && sync "$T/cat.tar"; }
-for ((i = 1; i <= RUNS; i++)); do
+EXPORT_RUNS=$((RUNS > 5 ? RUNS : 5))    # export runs take ~1 s: more of them steady the median
+for ((i = 1; i <= EXPORT_RUNS; i++)); do
     rm -f "$T/export.tar" "$T/cat.tar"
     settle
     timed export export_a
@@ -260,10 +286,9 @@ for ((i = 1; i <= RUNS; i++)); do
     rm -f "$T/cat.tar"
     settle
     timed catsync cat_fsync
-    log "run $i/$RUNS: export $(tail -n1 "$T/export.times" | cut -d' ' -f1) s, cat $(tail -n1 "$T/cat.times" | cut -d' ' -f1) s, cat+fsync $(tail -n1 "$T/catsync.times" | cut -d' ' -f1) s"
+    log "run $i/$EXPORT_RUNS: export $(tail -n1 "$T/export.times" | cut -d' ' -f1) s, cat $(tail -n1 "$T/cat.times" | cut -d' ' -f1) s, cat+fsync $(tail -n1 "$T/catsync.times" | cut -d' ' -f1) s"
 done
 rm -f "$T/export.tar" "$T/cat.tar" "$T/cat-src.tar"
-rm -rf "$T/store"
 settle
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +316,6 @@ DU_B=$(store_du)
 [[ $ID_B != "$ID" ]] || die "image B has the same ID as A: the generator did not change it"
 GROWTH_A=$((DU_A - DU0))
 GROWTH_B=$((DU_B - DU_A))
-rm -rf "$T/dedup-store"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
@@ -299,13 +323,14 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------------------------------------
 IMP_W=$(median import 1) BASE_W=$(median baseline 1)
 IMP_C=$(median import 2) BASE_C=$(median baseline 2)
+IMP_U=$(median import 3) IMP_S=$(median import 4)
 EXP_W=$(median export 1) CAT_W=$(median cat 1) CATS_W=$(median catsync 1)
 EXP_C=$(median export 2) CAT_C=$(median cat 2) CATS_C=$(median catsync 2)
 LABEL_IMPORT="import $SIZE_MIB MiB/$FILES files (gzip)"
 
 row() { printf '%-40s %-12s %-12s %-7s %s\n' "$@"; }
 echo
-echo "== appc store benchmarks ($RUNS runs each, medians; ratio = ours / peer) =="
+echo "== appc store benchmarks (medians of $RUNS import runs, $EXPORT_RUNS export runs; ratio = ours / peer) =="
 row benchmark ours peer ratio goal
 row "$LABEL_IMPORT" "$IMP_W s" "$BASE_W s" "$(ratio "$IMP_W" "$BASE_W")" "<= 1.3"
 row "store growth, 2nd image (90% shared)" "$(mib "$GROWTH_B")" "$(mib "$GROWTH_A")" "$(ratio "$GROWTH_B" "$GROWTH_A")" "<= 0.15"
@@ -313,14 +338,14 @@ row "image export vs cat (same size)" "$EXP_W s" "$CAT_W s" "$(ratio "$EXP_W" "$
 row "image export vs cat + fsync" "$EXP_W s" "$CATS_W s" "$(ratio "$EXP_W" "$CATS_W")" "-"
 echo
 echo "CPU time (user+sys, medians; less sensitive to other load than wall time):"
-row "import vs gzip -dc | sha512sum" "$IMP_C s" "$BASE_C s" "$(ratio "$IMP_C" "$BASE_C")" ""
+row "import vs gzip -dc | sha512sum" "$IMP_C s" "$BASE_C s" "$(ratio "$IMP_C" "$BASE_C")" "import: user $IMP_U s, sys $IMP_S s"
 row "image export vs cat" "$EXP_C s" "$CAT_C s" "$(ratio "$EXP_C" "$CAT_C")" ""
 echo
 echo "peers: import = 'gzip -dc a.aci | sha512sum'; growth = growth from image A itself;"
 echo "       export = 'cat' of an equal-sized file (and 'cat; sync FILE': export fsyncs)"
-echo "all runs (wall cpu):"
+echo "all runs (wall cpu user sys, seconds):"
 for n in baseline import cat catsync export; do
-    printf '  %-9s %s\n' "$n" "$(tr '\n' ';' <"$T/$n.times" | sed 's/;$//; s/;/; /g')"
+    printf '  %-9s %s\n' "$n" "$(tr '\n' ';' <"$T/$n.times" | sed 's/;$//; s/;/ | /g')"
 done
 echo
 echo "image A: $(mib "$TAR_SIZE") tar, $(mib "$ACI_SIZE") gzip (ratio $(ratio "$TAR_SIZE" "$ACI_SIZE")), $FILES files, seed $SEED"
@@ -328,6 +353,15 @@ echo "image B: $CHANGED_FILES files rewritten ($(mib "$CHANGED_BYTES") of conten
 echo "store: empty $(mib "$DU0"), after A $(mib "$DU_A"), after B $(mib "$DU_B") (du -s, hard links once)"
 echo "machine: nproc $(nproc), kernel $(uname -r), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2 / 1048576}' /proc/meminfo)," \
     "cpu $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "scratch: $TMP_PARENT on $(df --output=fstype "$T" | tail -n1 | tr -d " ") ($(df --output=source "$T" | tail -n1 | tr -d " "))"
+SCRATCH_DEV=$(df --output=source "$T" | tail -n1 | tr -d " ")
+SCRATCH_FS=$(df --output=fstype "$T" | tail -n1 | tr -d " ")
+if [[ $SCRATCH_FS == ext4 ]]; then
+    if compgen -G "/proc/fs/jbd2/$(basename "$SCRATCH_DEV")-*" >/dev/null; then
+        SCRATCH_FS+=", journaled"
+    else
+        SCRATCH_FS+=", no journal: file creation pays for recent deletes elsewhere on it"
+    fi
+fi
+echo "scratch: $T on $SCRATCH_DEV ($SCRATCH_FS)"
 echo "load average (1/5/15 min): before $LOAD_BEFORE, after $LOAD_AFTER"
 echo "appcctl: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"

@@ -629,7 +629,7 @@ fn pod_manifest_rules() {
             "sysctl value",
             "/isolators/1",
             Some(json!({"name": "os/unix/sysctl", "value": {"net.ipv4.ip_forward": 1}})),
-            "isolators[1].value.net.ipv4.ip_forward:",
+            r#"isolators[1].value["net.ipv4.ip_forward"]:"#,
         ),
         (
             "host port",
@@ -876,6 +876,24 @@ proptest! {
         let u = PodUuid::parse(&text).expect("parse");
         prop_assert_eq!(PodUuid::parse(&u.to_string()).expect("reparse"), u);
         prop_assert_eq!(u.as_bytes(), &bytes);
+    }
+
+    /// Found by the fuzzer: a key holding a newline made a two-line message. Whatever keys a
+    /// document has, every error and warning stays one line.
+    #[test]
+    fn messages_stay_one_line_whatever_the_keys(key in "\\PC{0,3}[\n\r\t\u{1b}]\\PC{0,3}", bad in any::<bool>()) {
+        let mut doc = mutate(pod_base(), &format!("/ports/0/{}", key.replace('~', "~0").replace('/', "~1")), Some(json!(1)));
+        if bad {
+            doc = mutate(doc, "/userLabels", Some(json!({key.clone(): 5})));
+        }
+        let lines: Vec<String> = match Manifest::parse(&doc.to_string()) {
+            Ok(d) => d.warnings.iter().map(ToString::to_string).collect(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        };
+        prop_assert!(!lines.is_empty());
+        for l in &lines {
+            prop_assert!(!l.contains('\n') && !l.contains('\r'), "{l:?}");
+        }
     }
 
     #[test]

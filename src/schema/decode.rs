@@ -21,11 +21,23 @@ impl JsonPath {
         JsonPath(String::new())
     }
 
+    /// Appends an object key: `a.b` for plain keys, `a["net.ipv4.ip_forward"]` (JSON-escaped)
+    /// for any other, so a path is unambiguous and always one line.
     pub fn key(&self, key: &str) -> Self {
-        if self.0.is_empty() {
-            JsonPath(key.to_owned())
-        } else {
-            JsonPath(format!("{}.{key}", self.0))
+        let plain = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        match (plain, self.0.is_empty()) {
+            (true, true) => JsonPath(key.to_owned()),
+            (true, false) => JsonPath(format!("{}.{key}", self.0)),
+            (false, _) => {
+                let quoted = serde_json::to_string(key).unwrap_or_else(|_| format!("{key:?}"));
+                JsonPath(format!("{}[{quoted}]", self.0))
+            }
         }
     }
 
@@ -401,6 +413,11 @@ mod tests {
             .index(0);
         assert_eq!(p.as_str(), "apps[1].app.isolators[0]");
         assert_eq!(JsonPath::root().to_string(), "(top level)");
+        let sysctl = JsonPath::root().key("value").key("net.ipv4.ip_forward");
+        assert_eq!(sysctl.as_str(), r#"value["net.ipv4.ip_forward"]"#);
+        let hostile = JsonPath::root().key("ports").index(0).key("\nhostIP");
+        assert_eq!(hostile.as_str(), r#"ports[0]["\nhostIP"]"#);
+        assert_eq!(JsonPath::root().key("a b").as_str(), r#"["a b"]"#);
     }
 
     #[test]

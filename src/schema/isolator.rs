@@ -1184,7 +1184,7 @@ mod tests {
             ("os/linux/cpu-shares", "1", r#"value: "1" is not a CPU shares value (the range is 2 to 262144)"#),
             ("os/linux/cpu-shares", "262145", r#""262145" is not a CPU shares value"#),
             ("os/linux/cpu-shares", r#""pants""#, "value: expected an integer, found a string"),
-            ("os/unix/sysctl", r#"{"net.ipv4.ip_forward": 1}"#, "value.net.ipv4.ip_forward: expected a string, found a number"),
+            ("os/unix/sysctl", r#"{"net.ipv4.ip_forward": 1}"#, r#"value["net.ipv4.ip_forward"]: expected a string, found a number"#),
             ("os/unix/sysctl", r#"{"": "1"}"#, r#""" is not a sysctl key (it is empty)"#),
             ("os/unix/sysctl", r#"{"net.ipv4 x": "1"}"#, "is not a sysctl key (whitespace"),
             ("os/unix/sysctl", r#"["a"]"#, "value: expected an object, found an array"),
