@@ -40,6 +40,9 @@ if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
 fi
 APPCCTL=$PWD/target/release/appcctl
 [[ -x $APPCCTL ]] || die "$APPCCTL missing"
+# The tree it was (or, with BENCH_NO_BUILD, may have been) built from.
+REVISION=$(git describe --always --dirty 2>/dev/null || echo unknown)
+BUILT=$(date -r "$APPCCTL" '+%F %T')
 
 mkdir -p "$TMP_PARENT"
 SCRATCH=$(mktemp -d "$TMP_PARENT/appc-bench.XXXXXX")
@@ -212,21 +215,36 @@ log "a.aci: $ACI_SIZE bytes gzip, $TAR_SIZE bytes tar; b.aci rewrites $CHANGED_F
 # Timing helpers: bash's `time` keyword gives wall and the CPU (user+sys) of the command and
 # all its children, pipelines included.
 # ---------------------------------------------------------------------------------------------
+# Machine-wide busy CPU time (user + nice + system) in clock ticks, from /proc/stat: what other
+# processes used during a run is this difference minus the run's own CPU time.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_busy() {
+    local l
+    read -r -a l </proc/stat
+    echo $((l[1] + l[2] + l[3]))
+}
+
 # timed NAME CMD...: runs CMD (stdout to $T/NAME.out, stderr to $T/NAME.err), appends
-# "wall cpu user sys" to $T/NAME.times; fails (with CMD's stderr) if CMD fails.
+# "wall cpu user sys others" to $T/NAME.times (others: CPUs that other processes kept busy
+# meanwhile, on average); fails (with CMD's stderr) if CMD fails.
 timed() {
-    local name=$1 rc=0
+    local name=$1 rc=0 b0 b1
     shift
     local TIMEFORMAT='%3R %3U %3S'
+    b0=$(cpu_busy)
     { time "$@" >"$T/$name.out" 2>"$T/$name.err"; } 2>"$T/$name.time" || rc=$?
+    b1=$(cpu_busy)
     if [[ $rc -ne 0 ]]; then
         cat "$T/$name.err" >&2
         die "$name failed (exit $rc): $*"
     fi
-    awk '{printf "%s %.3f %s %s\n", $1, $2 + $3, $2, $3}' "$T/$name.time" >>"$T/$name.times"
+    awk -v busy="$((b1 - b0))" -v hz="$CLK_TCK" '{
+        others = busy / hz - ($2 + $3); if (others < 0) others = 0
+        printf "%s %.3f %s %s %.2f\n", $1, $2 + $3, $2, $3, ($1 > 0 ? others / $1 : 0)
+    }' "$T/$name.time" >>"$T/$name.times"
 }
 
-# median NAME COLUMN: median of column 1 (wall), 2 (cpu), 3 (user) or 4 (sys) of $T/NAME.times.
+# median NAME COLUMN: median of column 1 (wall), 2 (cpu), 3 (user), 4 (sys) or 5 (others).
 median() {
     sort -n "-k$2,$2" "$T/$1.times" | awk -v c="$2" '{v[NR] = $c}
         END {if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
@@ -263,7 +281,8 @@ ID=$(tr -d '\n' <"$T/import.out")
 
 # ---------------------------------------------------------------------------------------------
 # 2. Export vs `cat` of an equal-sized file (a copy of the export), and vs `cat` + fsync:
-#    export fsyncs its output before renaming it into place, plain `cat` does not.
+#    export fsyncs its output before renaming it into place, plain `cat` does not. And vs
+#    `tar -c` of A's layout + fsync: reading 20k small files costs more than one big one.
 # ---------------------------------------------------------------------------------------------
 log "export: checking that the export hashes to the ID"
 STORE=$T/store-$RUNS
@@ -275,6 +294,8 @@ rm -f "$T/export-check.tar"
 export_a() { "$APPCCTL" --dir "$STORE" image export "$ID" "$T/export.tar"; }
 cat_plain() { cat "$T/cat-src.tar" >"$T/cat.tar"; }
 cat_fsync() { cat "$T/cat-src.tar" >"$T/cat.tar" && sync "$T/cat.tar"; }
+# The same job as export, by GNU tar: read the 20k files of A's layout into one tar, then fsync.
+tar_fsync() { tar "${TAR_OPTS[@]}" -C "$T/layout-a" -cf "$T/cat.tar" manifest rootfs && sync "$T/cat.tar"; }
 EXPORT_RUNS=$((RUNS > 5 ? RUNS : 5))    # export runs take ~1 s: more of them steady the median
 for ((i = 1; i <= EXPORT_RUNS; i++)); do
     rm -f "$T/export.tar" "$T/cat.tar"
@@ -286,7 +307,10 @@ for ((i = 1; i <= EXPORT_RUNS; i++)); do
     rm -f "$T/cat.tar"
     settle
     timed catsync cat_fsync
-    log "run $i/$EXPORT_RUNS: export $(tail -n1 "$T/export.times" | cut -d' ' -f1) s, cat $(tail -n1 "$T/cat.times" | cut -d' ' -f1) s, cat+fsync $(tail -n1 "$T/catsync.times" | cut -d' ' -f1) s"
+    rm -f "$T/cat.tar"
+    settle
+    timed tarc tar_fsync
+    log "run $i/$EXPORT_RUNS: export $(tail -n1 "$T/export.times" | cut -d' ' -f1) s, cat $(tail -n1 "$T/cat.times" | cut -d' ' -f1) s, cat+fsync $(tail -n1 "$T/catsync.times" | cut -d' ' -f1) s, tar -c+fsync $(tail -n1 "$T/tarc.times" | cut -d' ' -f1) s"
 done
 rm -f "$T/export.tar" "$T/cat.tar" "$T/cat-src.tar"
 settle
@@ -326,6 +350,7 @@ IMP_C=$(median import 2) BASE_C=$(median baseline 2)
 IMP_U=$(median import 3) IMP_S=$(median import 4)
 EXP_W=$(median export 1) CAT_W=$(median cat 1) CATS_W=$(median catsync 1)
 EXP_C=$(median export 2) CAT_C=$(median cat 2) CATS_C=$(median catsync 2)
+TARC_W=$(median tarc 1) TARC_C=$(median tarc 2)
 LABEL_IMPORT="import $SIZE_MIB MiB/$FILES files (gzip)"
 
 row() { printf '%-40s %-12s %-12s %-7s %s\n' "$@"; }
@@ -336,15 +361,22 @@ row "$LABEL_IMPORT" "$IMP_W s" "$BASE_W s" "$(ratio "$IMP_W" "$BASE_W")" "<= 1.3
 row "store growth, 2nd image (90% shared)" "$(mib "$GROWTH_B")" "$(mib "$GROWTH_A")" "$(ratio "$GROWTH_B" "$GROWTH_A")" "<= 0.15"
 row "image export vs cat (same size)" "$EXP_W s" "$CAT_W s" "$(ratio "$EXP_W" "$CAT_W")" "-"
 row "image export vs cat + fsync" "$EXP_W s" "$CATS_W s" "$(ratio "$EXP_W" "$CATS_W")" "-"
+row "image export vs tar -c + fsync" "$EXP_W s" "$TARC_W s" "$(ratio "$EXP_W" "$TARC_W")" "-"
 echo
 echo "CPU time (user+sys, medians; less sensitive to other load than wall time):"
 row "import vs gzip -dc | sha512sum" "$IMP_C s" "$BASE_C s" "$(ratio "$IMP_C" "$BASE_C")" "import: user $IMP_U s, sys $IMP_S s"
 row "image export vs cat" "$EXP_C s" "$CAT_C s" "$(ratio "$EXP_C" "$CAT_C")" ""
+row "image export vs tar -c + fsync" "$EXP_C s" "$TARC_C s" "$(ratio "$EXP_C" "$TARC_C")" ""
 echo
 echo "peers: import = 'gzip -dc a.aci | sha512sum'; growth = growth from image A itself;"
-echo "       export = 'cat' of an equal-sized file (and 'cat; sync FILE': export fsyncs)"
-echo "all runs (wall cpu user sys, seconds):"
-for n in baseline import cat catsync export; do
+echo "       export = 'cat' of an equal-sized file (and 'cat; sync FILE': export fsyncs), and"
+echo "                'tar -c' of image A's layout directory then 'sync FILE' (the same job: 20k files in)"
+OTHERS=$(cat "$T"/{baseline,import,export,cat,catsync,tarc}.times | awk '{print $5}' | sort -n |
+    awk '{v[NR] = $1} END {printf "%.2f", v[int((NR + 1) / 2)]}')
+echo "other processes kept $OTHERS of $(nproc) CPUs busy during the timed runs (median; 0 = quiet machine)"
+echo
+echo "all runs (wall, cpu = user + sys, user, sys: seconds; others: CPUs busy with other work):"
+for n in baseline import cat catsync tarc export; do
     printf '  %-9s %s\n' "$n" "$(tr '\n' ';' <"$T/$n.times" | sed 's/;$//; s/;/ | /g')"
 done
 echo
@@ -364,4 +396,4 @@ if [[ $SCRATCH_FS == ext4 ]]; then
 fi
 echo "scratch: $T on $SCRATCH_DEV ($SCRATCH_FS)"
 echo "load average (1/5/15 min): before $LOAD_BEFORE, after $LOAD_AFTER"
-echo "appcctl: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+echo "appcctl: $APPCCTL built $BUILT; tree at start: $REVISION"

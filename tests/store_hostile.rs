@@ -127,11 +127,12 @@ impl Case {
 /// Everything left in the store by a refused import; empty when it is clean.
 fn leftovers(store: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    const ROOT: [&str; 8] = [
+    const ROOT: [&str; 9] = [
         "index.db",
         "index.db-wal",
         "index.db-shm",
         "store.lock",
+        "index.lock",
         "cas",
         "images",
         "tmp",

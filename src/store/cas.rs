@@ -6,13 +6,12 @@
 //! before its rename), so an import that is refused or killed never leaves a blob behind.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use rustix::fs::{
-    AtFlags, Mode, OFlags, ResolveFlags, linkat, mkdirat, openat2, renameat, statat, unlinkat,
-};
+use rustix::fs::{AtFlags, Mode, linkat, mkdirat, renameat, statat, unlinkat};
 use rustix::io::Errno;
 
+use super::fsutil::{open_dir_beneath, os, split};
 use super::tree::FileRecord;
 
 /// How much a commit added to the CAS and how much it found already there.
@@ -22,24 +21,6 @@ pub struct DedupStats {
     pub new_bytes: u64,
     pub shared_files: u64,
     pub shared_bytes: u64,
-}
-
-fn os(b: &[u8]) -> &std::ffi::OsStr {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::OsStr::from_bytes(b)
-}
-
-fn split(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|b| *b == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (b".", path),
-    }
-}
-
-fn open_dir_beneath(root: impl AsFd, dir: &[u8]) -> io::Result<OwnedFd> {
-    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-    Ok(openat2(root, os(dir), flags, Mode::empty(), resolve)?)
 }
 
 /// Moves every file of a staged tree into the CAS, or replaces it with the existing blob.

@@ -13,12 +13,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{
-    AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags, chmodat, chownat,
-    fchmod, fchown, fgetxattr, flistxattr, fsetxattr, futimens, linkat, mkdirat, mkfifoat, openat,
-    openat2, statat, symlinkat, unlinkat, utimensat,
+    AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags, chmodat, fchmod, fchown, fgetxattr,
+    flistxattr, fsetxattr, futimens, linkat, mkdirat, mkfifoat, openat, statat, symlinkat,
+    unlinkat,
 };
 use rustix::process::{Gid, Uid};
 
+use super::fsutil::{open_dir_beneath, os, set_owner_times_at, split};
 use super::render::{Layer, layers, tree_rootfs};
 use super::{ImageRecord, Store, StoreError, io_err};
 
@@ -132,10 +133,6 @@ struct Writer {
     dest: PathBuf,
 }
 
-fn os(b: &[u8]) -> &std::ffi::OsStr {
-    std::ffi::OsStr::from_bytes(b)
-}
-
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
     if rel.is_empty() {
         name.to_vec()
@@ -170,16 +167,8 @@ impl Writer {
     }
 
     fn parent(&self, path: &[u8]) -> io::Result<(OwnedFd, Vec<u8>)> {
-        let (dir, name) = match path.iter().rposition(|b| *b == b'/') {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => (b".".as_slice(), path),
-        };
-        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-        Ok((
-            openat2(&self.root, os(dir), flags, Mode::empty(), resolve)?,
-            name.to_vec(),
-        ))
+        let (dir, name) = split(path);
+        Ok((open_dir_beneath(&self.root, dir)?, name.to_vec()))
     }
 
     /// Puts one entry at `path`, replacing what an earlier layer left there unless both are
@@ -239,10 +228,7 @@ impl Writer {
 
     fn finish_dirs(&mut self) -> io::Result<()> {
         for (path, meta) in self.dirs.iter().rev() {
-            let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-            let p = if path.is_empty() { os(b".") } else { os(path) };
-            let fd = openat2(&self.root, p, flags, Mode::empty(), resolve)?;
+            let fd = open_dir_beneath(&self.root, path)?;
             set_fd_meta(&fd, meta)?;
         }
         Ok(())
@@ -293,15 +279,5 @@ fn set_fd_meta(fd: impl std::os::fd::AsFd, meta: &fs::Metadata) -> io::Result<()
 }
 
 fn set_link_meta(dir: &OwnedFd, name: &[u8], meta: &fs::Metadata) -> io::Result<()> {
-    let (uid, gid) = (
-        Some(Uid::from_raw(meta.uid())),
-        Some(Gid::from_raw(meta.gid())),
-    );
-    chownat(dir, os(name), uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(utimensat(
-        dir,
-        os(name),
-        &times(meta),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?)
+    set_owner_times_at(dir, name, meta.uid(), meta.gid(), &times(meta))
 }

@@ -22,6 +22,7 @@
 mod cas;
 mod copy;
 mod export;
+mod fsutil;
 mod gc;
 mod import;
 mod index;

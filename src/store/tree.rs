@@ -10,13 +10,13 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{
-    AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags, chmodat, chownat,
-    fchmod, fchown, fsetxattr, futimens, linkat, mkdirat, mkfifoat, openat, openat2, symlinkat,
-    utimensat,
+    AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags, chmodat, fchmod, fchown, fsetxattr,
+    futimens, linkat, mkdirat, mkfifoat, openat, symlinkat,
 };
 use rustix::process::{Gid, Uid};
 use sha2::{Digest, Sha256};
 
+use super::fsutil::{open_dir_beneath, os, set_owner_times_at, split};
 use crate::aci::reader::{EntryTracker, Node};
 
 /// Metadata of an entry, from its tar header (and PAX records for xattrs).
@@ -53,18 +53,6 @@ pub struct TreeBuilder {
     parent_cache: Option<(Vec<u8>, OwnedFd)>,
 }
 
-fn split(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|b| *b == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (b"", path),
-    }
-}
-
-fn os(b: &[u8]) -> &std::ffi::OsStr {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::OsStr::from_bytes(b)
-}
-
 impl TreeBuilder {
     /// Starts a tree in the (empty) directory `root`.
     pub fn new(root: OwnedFd) -> Self {
@@ -89,11 +77,7 @@ impl TreeBuilder {
     fn open_dir(&mut self, dir: &[u8]) -> io::Result<&OwnedFd> {
         if self.parent_cache.as_ref().is_none_or(|(p, _)| p != dir) {
             self.ensure_dirs(dir)?;
-            let path = if dir.is_empty() { os(b".") } else { os(dir) };
-            let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-            let resolve =
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-            let fd = openat2(&self.root, path, flags, Mode::empty(), resolve)?;
+            let fd = open_dir_beneath(&self.root, dir)?;
             self.parent_cache = Some((dir.to_vec(), fd));
         }
         Ok(&self.parent_cache.as_ref().expect("just filled").1)
@@ -150,19 +134,7 @@ impl TreeBuilder {
         let (parent, name) = split(path);
         let dir = self.open_dir(parent)?.try_clone()?;
         symlinkat(os(target), &dir, os(name))?;
-        chownat(
-            &dir,
-            os(name),
-            uid(meta),
-            gid(meta),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?;
-        utimensat(
-            &dir,
-            os(name),
-            &times(meta.mtime),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?;
+        set_owner_times_at(&dir, name, meta.uid, meta.gid, &times(meta.mtime))?;
         self.nodes.insert(path, Node::Other);
         Ok(())
     }
@@ -171,24 +143,13 @@ impl TreeBuilder {
         let (parent, name) = split(path);
         let dir = self.open_dir(parent)?.try_clone()?;
         mkfifoat(&dir, os(name), Mode::from_raw_mode(0o600))?;
-        chownat(
-            &dir,
-            os(name),
-            uid(meta),
-            gid(meta),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?;
+        // chmod after chown, as everywhere: chown clears setuid/setgid bits.
+        set_owner_times_at(&dir, name, meta.uid, meta.gid, &times(meta.mtime))?;
         chmodat(
             &dir,
             os(name),
             Mode::from_raw_mode(meta.mode),
             AtFlags::empty(),
-        )?;
-        utimensat(
-            &dir,
-            os(name),
-            &times(meta.mtime),
-            AtFlags::SYMLINK_NOFOLLOW,
         )?;
         self.nodes.insert(path, Node::Other);
         Ok(())
@@ -257,10 +218,7 @@ impl TreeBuilder {
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (path, meta) in &dirs {
-            let p = if path.is_empty() { os(b".") } else { os(path) };
-            let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-            let fd = openat2(&self.root, p, flags, Mode::empty(), resolve)?;
+            let fd = open_dir_beneath(&self.root, path)?;
             self.apply_fd_meta(&fd, path, meta)?;
         }
         Ok(())
