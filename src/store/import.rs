@@ -66,24 +66,31 @@ pub fn import_image(
     // Decompression runs on its own thread, overlapping with hashing and writing the tree here:
     // the same two-core parallelism `gzip -dc | sha512sum` gets from two processes.
     std::thread::scope(|scope| {
-        let (compression, plain) = spawn_decompressor(scope, input)?;
-        import_stream(store, staging, compression, plain, opts)
+        let (compression, plain, hashed) = spawn_decompressor(scope, input, opts.max_size)?;
+        let finish = || {
+            hashed
+                .join()
+                .unwrap_or(None)
+                .ok_or_else(|| read_error(io::Error::other("decompression thread failed")))
+        };
+        import_stream(store, staging, compression, plain, finish, opts)
     })
+}
+
+/// What the decompression thread saw of the whole stream: its SHA-512 (the image ID) and size.
+struct StreamSummary {
+    digest: [u8; 64],
+    size: u64,
 }
 
 fn import_stream(
     store: &Store,
     staging: Staging,
     compression: Compression,
-    plain: impl Read,
+    plain: ChannelReader,
+    finish: impl FnOnce() -> Result<StreamSummary, StoreError>,
     opts: &ImportOptions,
 ) -> Result<ImportOutcome, StoreError> {
-    let hashing = HashingReader {
-        inner: plain,
-        hasher: Sha512::new(),
-        total: 0,
-        limit: opts.max_size,
-    };
     let split = TarSplitWriter::new(create(&staging.dir.join("tarsplit"))?)
         .map_err(io_err("write", &staging.dir))?;
     let state = Rc::new(RefCell::new(TapState {
@@ -91,16 +98,15 @@ fn import_stream(
         split,
     }));
     let tap = Tap {
-        inner: hashing,
+        inner: plain,
         state: Rc::clone(&state),
     };
     let tree_fd = open_dir(&staging.dir.join("tree"))?;
     let mut builder = TreeBuilder::new(tree_fd);
     let (mut tap, manifest_text) = read_entries(tap, &mut builder, &state)?;
     io::copy(&mut tap, &mut io::sink()).map_err(read_error)?; // end blocks and trailing bytes
-    let digest: [u8; 64] = tap.inner.hasher.finalize_reset().into();
-    let size = tap.inner.total;
     drop(tap);
+    let StreamSummary { digest, size } = finish()?;
     let split = Rc::try_unwrap(state)
         .map_err(|_| io::Error::other("tap still shared"))
         .map_err(read_error)?;
@@ -478,39 +484,35 @@ impl Drop for Staging {
 /// Chunks of decompressed data, from the decompression thread to the importer.
 type Chunk = io::Result<Vec<u8>>;
 
-/// Starts decompressing `input` on a scoped thread; returns the detected compression and a
-/// reader of the decompressed stream. A few chunks are buffered, so neither side waits long.
+/// Size of the chunks handed from the decompression thread to the importer.
+const CHUNK: usize = 256 * 1024;
+
+/// Starts decompressing `input` on a scoped thread, which also hashes the decompressed stream
+/// and enforces the size limit (it has CPU to spare; the importer's thread is the busy one).
+/// Returns the detected compression, a reader of the decompressed stream, and the thread, whose
+/// result is the stream's summary once it has been read to the end.
 fn spawn_decompressor<'scope, R: Read + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     input: R,
-) -> Result<(Compression, ChannelReader), StoreError> {
+    limit: u64,
+) -> Result<
+    (
+        Compression,
+        ChannelReader,
+        std::thread::ScopedJoinHandle<'scope, Option<StreamSummary>>,
+    ),
+    StoreError,
+> {
     let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(8);
-    scope.spawn(move || {
-        let (compression, mut plain) = match decompress(BufReader::with_capacity(256 * 1024, input))
-        {
+    let (pool_tx, pool_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let handle = scope.spawn(move || {
+        let (compression, plain) = match decompress(BufReader::with_capacity(256 * 1024, input)) {
             Ok(ok) => ok,
-            Err(e) => return started_tx.send(Err(e)).unwrap_or(()),
+            Err(e) => return started_tx.send(Err(e)).map(|()| None).unwrap_or(None),
         };
-        if started_tx.send(Ok(compression)).is_err() {
-            return;
-        }
-        loop {
-            let mut buf = vec![0u8; 256 * 1024];
-            let chunk = match read_full(&mut plain, &mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Ok(buf)
-                }
-                Err(e) => Err(e),
-            };
-            let failed = chunk.is_err();
-            // A closed channel means the importer stopped (refused the image): stop too.
-            if tx.send(chunk).is_err() || failed {
-                return;
-            }
-        }
+        started_tx.send(Ok(compression)).ok()?;
+        pump(plain, &tx, &pool_rx, limit)
     });
     let compression = started_rx
         .recv()
@@ -519,10 +521,50 @@ fn spawn_decompressor<'scope, R: Read + Send + 'scope>(
         compression,
         ChannelReader {
             rx,
+            pool: pool_tx,
             current: Vec::new(),
             pos: 0,
         },
+        handle,
     ))
+}
+
+/// The decompression thread's loop: read, count, hash, hand over. `None` when it stopped early
+/// (an error, sent to the importer, or the importer hung up).
+fn pump(
+    mut plain: impl Read,
+    tx: &std::sync::mpsc::SyncSender<Chunk>,
+    pool: &std::sync::mpsc::Receiver<Vec<u8>>,
+    limit: u64,
+) -> Option<StreamSummary> {
+    let mut hasher = Sha512::new();
+    let mut size = 0u64;
+    loop {
+        // Buffers come back from the importer: no allocating and zeroing per chunk.
+        let mut buf = pool.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        let n = match read_full(&mut plain, &mut buf) {
+            Ok(0) => {
+                return Some(StreamSummary {
+                    digest: hasher.finalize().into(),
+                    size,
+                });
+            }
+            Ok(n) => n,
+            Err(e) => return tx.send(Err(e)).ok().and(None),
+        };
+        size += n as u64;
+        if size > limit {
+            return tx
+                .send(Err(io::Error::other(LimitExceeded(limit))))
+                .ok()
+                .and(None);
+        }
+        hasher.update(&buf[..n]);
+        buf.truncate(n);
+        // A closed channel means the importer stopped (refused the image): stop too.
+        tx.send(Ok(buf)).ok()?;
+    }
 }
 
 /// Fills `buf` as far as the stream allows (fewer, larger chunks cost less to hand over).
@@ -542,6 +584,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// The importer's end of the decompression channel.
 struct ChannelReader {
     rx: std::sync::mpsc::Receiver<Chunk>,
+    /// Where spent buffers go back for reuse.
+    pool: std::sync::mpsc::Sender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
 }
@@ -551,7 +595,8 @@ impl Read for ChannelReader {
         while self.pos == self.current.len() {
             match self.rx.recv() {
                 Ok(chunk) => {
-                    self.current = chunk?;
+                    let spent = std::mem::replace(&mut self.current, chunk?);
+                    let _ = self.pool.send(spent); // best effort: the thread may be done
                     self.pos = 0;
                 }
                 Err(_) => return Ok(0), // the decompressor finished
@@ -576,26 +621,6 @@ impl std::fmt::Display for LimitExceeded {
 
 impl std::error::Error for LimitExceeded {}
 
-/// Hashes and counts the decompressed stream, and stops it at the size limit.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha512,
-    total: u64,
-    limit: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.total += n as u64;
-        if self.total > self.limit {
-            return Err(io::Error::other(LimitExceeded(self.limit)));
-        }
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 struct TapState {
     recording: bool,
     split: TarSplitWriter<File>,
@@ -604,7 +629,7 @@ struct TapState {
 /// Records every byte the tar reader consumes into the tar-split, except file content (which the
 /// tree keeps). The tar crate reads exactly what it needs, never ahead, so the split is exact.
 struct Tap<R> {
-    inner: HashingReader<R>,
+    inner: R,
     state: Rc<RefCell<TapState>>,
 }
 
