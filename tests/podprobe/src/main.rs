@@ -1,0 +1,2 @@
+//! podprobe: placeholder, being written.
+fn main() {}
