@@ -815,6 +815,18 @@ fn unknown_isolators_round_trip() {
     );
 }
 
+/// Found by the fuzzer: numbers in an unknown isolator's value must survive the canonical form
+/// exactly (serde_json without `float_roundtrip` read `1e-30` back as a neighbouring float).
+#[test]
+fn unknown_isolator_numbers_round_trip_exactly() {
+    for number in ["1e-30", "6e100", "9.999999999999941e56", "0.1", "-2.5e-300"] {
+        let text = format!(r#"{{"acKind":"PodManifest","apps":[],"isolators":[{{"name":"x/y","value":{number}}}]}}"#);
+        let first = PodManifest::parse(&text).expect("accepted").value;
+        let again = PodManifest::parse(&first.to_canonical_json()).expect("canonical form accepted").value;
+        assert_eq!(first, again, "{number} changed in the canonical form");
+    }
+}
+
 #[test]
 fn pod_manifest_always_writes_annotations() {
     let doc = mutate(pod_base(), "/annotations", None);
