@@ -820,9 +820,13 @@ fn unknown_isolators_round_trip() {
 #[test]
 fn unknown_isolator_numbers_round_trip_exactly() {
     for number in ["1e-30", "6e100", "9.999999999999941e56", "0.1", "-2.5e-300"] {
-        let text = format!(r#"{{"acKind":"PodManifest","apps":[],"isolators":[{{"name":"x/y","value":{number}}}]}}"#);
+        let text = format!(
+            r#"{{"acKind":"PodManifest","apps":[],"isolators":[{{"name":"x/y","value":{number}}}]}}"#
+        );
         let first = PodManifest::parse(&text).expect("accepted").value;
-        let again = PodManifest::parse(&first.to_canonical_json()).expect("canonical form accepted").value;
+        let again = PodManifest::parse(&first.to_canonical_json())
+            .expect("canonical form accepted")
+            .value;
         assert_eq!(first, again, "{number} changed in the canonical form");
     }
 }
