@@ -6,6 +6,7 @@
 //! - [`sys`]: the only place that may hold `unsafe` code and raw syscalls.
 
 pub mod aci;
+pub mod cgroup;
 pub mod cli;
 pub mod schema;
 pub mod store;
