@@ -6,6 +6,10 @@
 
 use std::fmt;
 
+/// The largest manifest an importer or validator reads into memory (a manifest is a few KiB;
+/// anything near this is hostile).
+pub const MAX_MANIFEST_SIZE: u64 = 1 << 20;
+
 /// Where an archive entry belongs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AciPath {

@@ -5,12 +5,10 @@ use std::io::{BufReader, Read};
 
 use super::compress::{Compression, decompress};
 use super::reader::{
-    AciPath, EntryKind, EntryTracker, Node, PathRefusal, classify_path, classify_type,
+    AciPath, EntryKind, EntryTracker, MAX_MANIFEST_SIZE, Node, PathRefusal, classify_path,
+    classify_type,
 };
 use crate::schema::{ImageManifest, Warning};
-
-/// The largest manifest read into memory, as in the importer.
-const MAX_MANIFEST: u64 = 1 << 20;
 
 /// A valid archive: its compression, manifest and the warnings its manifest raised.
 #[derive(Debug)]
@@ -119,8 +117,8 @@ fn check_entry<R: Read>(
 }
 
 fn read_manifest<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<String, String> {
-    if entry.size() > MAX_MANIFEST {
-        return Err(format!("manifest larger than {MAX_MANIFEST} bytes"));
+    if entry.size() > MAX_MANIFEST_SIZE {
+        return Err(format!("manifest larger than {MAX_MANIFEST_SIZE} bytes"));
     }
     let mut text = String::new();
     entry

@@ -139,15 +139,19 @@ pub trait Decode: Sized {
 
 /// Parses `text` as JSON and decodes it as a `T`, collecting every problem.
 pub fn decode_document<T: Decode>(text: &str) -> Result<Decoded<T>, SchemaErrors> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
+    decode_value(&parse_json(text)?)
+}
+
+/// Parses `text` as JSON; a syntax error becomes the document's one problem, with its position.
+pub fn parse_json(text: &str) -> Result<Value, SchemaErrors> {
+    serde_json::from_str(text).map_err(|e| {
         let message = strip_position(&e.to_string());
         SchemaErrors::new(vec![SchemaError::Syntax {
             line: e.line(),
             column: e.column(),
             message,
         }])
-    })?;
-    decode_value(&value)
+    })
 }
 
 /// Decodes an already parsed JSON value as a `T`, collecting every problem.

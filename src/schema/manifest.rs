@@ -9,8 +9,9 @@ use serde_json::Value;
 use super::app::{App, decode_string_map, is_false};
 use super::decode::{
     Cx, Decode, Decoded, JsonPath, Obj, check_unique, decode_document, decode_slots, decode_value,
+    parse_json,
 };
-use super::error::{SchemaError, SchemaErrors};
+use super::error::SchemaErrors;
 use super::isolator::{Isolator, IsolatorScope, check_isolator_slots};
 use super::labels::{Annotations, Labels};
 use super::names::{AcIdentifier, AcKind, AcName};
@@ -391,19 +392,7 @@ pub enum Manifest {
 impl Manifest {
     /// Parses a manifest of either kind, chosen by its `acKind`.
     pub fn parse(text: &str) -> Result<Decoded<Self>, SchemaErrors> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            SchemaErrors::new(vec![SchemaError::Syntax {
-                line: e.line(),
-                column: e.column(),
-                message,
-            }])
-        })?;
+        let value = parse_json(text)?;
         let kind = value
             .as_object()
             .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case("acKind")))

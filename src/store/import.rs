@@ -17,11 +17,10 @@ use super::tarsplit::TarSplitWriter;
 use super::tree::{Meta, TreeBuilder};
 use super::{ImageRecord, Store, StoreError, io_err};
 use crate::aci::compress::{Compression, decompress};
-use crate::aci::reader::{AciPath, EntryKind, PathRefusal, classify_path, classify_type};
+use crate::aci::reader::{
+    AciPath, EntryKind, MAX_MANIFEST_SIZE, PathRefusal, classify_path, classify_type,
+};
 use crate::schema::{ImageId, ImageManifest};
-
-/// The largest manifest we read into memory.
-const MAX_MANIFEST: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -200,9 +199,9 @@ fn add_entry<R: Read>(
     let fs_err = |e: io::Error| EntryError::Refused(format!("cannot be stored: {e}"));
     match (kind, path) {
         (EntryKind::Regular, AciPath::Manifest) => {
-            if entry.size() > MAX_MANIFEST {
+            if entry.size() > MAX_MANIFEST_SIZE {
                 return Err(EntryError::Refused(format!(
-                    "manifest larger than {MAX_MANIFEST} bytes"
+                    "manifest larger than {MAX_MANIFEST_SIZE} bytes"
                 )));
             }
             let mut text = Vec::new();
