@@ -8,6 +8,7 @@
 pub mod aci;
 pub mod cgroup;
 pub mod cli;
+pub mod exec;
 pub mod pod;
 pub mod schema;
 pub mod store;

@@ -7,6 +7,8 @@ mod fetch;
 mod image;
 mod image_build;
 mod output;
+mod pods;
+pub mod run_args;
 
 pub use output::printable;
 mod validate;

@@ -31,6 +31,7 @@
 //!   deleted, prepared pods past `expire_prepared` are deleted, and a pod whose lock is held is
 //!   never touched. Deletion renames into `trash/` first, then removes the tree.
 
+pub mod compose;
 mod fsio;
 mod gc;
 mod state;

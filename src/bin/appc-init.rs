@@ -1,0 +1,2 @@
+//! appc-init: the pod's PID 1 (being written).
+fn main() {}
