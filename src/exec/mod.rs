@@ -9,6 +9,7 @@
 //! - [`security`] and [`seccomp`]: capabilities, no_new_privs, oom_score_adj and syscall
 //!   filters, with the G3 report.
 
+pub mod cgroups;
 pub mod inroot;
 pub mod seccomp;
 pub mod security;
