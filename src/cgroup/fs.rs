@@ -234,7 +234,7 @@ impl CgroupFs {
 
     /// v2 only lets a cgroup use the controllers its parent enabled in `cgroup.subtree_control`
     /// (cgroup-v2.rst "Top-down Constraint"), so enable them on the root and on `appc`.
-    fn enable_v2_controllers(&self, res: &Resources) -> Result<(), CgroupError> {
+    fn enable_v2_controllers(&self, name: &str, res: &Resources) -> Result<(), CgroupError> {
         let path = self.root.join("cgroup.controllers");
         let available =
             std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
@@ -263,7 +263,21 @@ impl CgroupFs {
             source,
         })?;
         let value = enable.join(" ");
-        for dir in [&self.root, &parent] {
+        // Every ancestor of a nested cgroup (a pod's, for its apps) must delegate too.
+        let mut dirs = vec![self.root.clone(), parent.clone()];
+        let mut below = parent;
+        for component in name
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            below = below.join(component);
+            dirs.push(below.clone());
+        }
+        for dir in &dirs {
             write_knob(&dir.join("cgroup.subtree_control"), &value)?;
         }
         Ok(())
@@ -373,7 +387,7 @@ impl CgroupManager for CgroupFs {
     fn create(&self, name: &str, res: &Resources) -> Result<CgroupHandle, CgroupError> {
         check_name(name)?;
         if self.version == Version::V2 {
-            self.enable_v2_controllers(res)?;
+            self.enable_v2_controllers(name, res)?;
         }
         let dirs = self.dirs_of(name);
         if dirs.is_empty() {

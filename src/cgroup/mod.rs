@@ -129,8 +129,28 @@ pub trait CgroupManager {
     fn stats(&self, h: &CgroupHandle) -> Stats;
 }
 
-/// Checks a cgroup name: one path component we can join under the `appc` parent.
+/// Checks a cgroup name: `/`-separated components (a pod and its apps nest), each checked by
+/// [`check_component`], joined under the `appc` parent.
 pub fn check_name(name: &str) -> Result<(), CgroupError> {
+    if name.starts_with('/') || name.ends_with('/') {
+        return Err(CgroupError::InvalidName {
+            name: name.to_owned(),
+            reason: "it starts or ends with '/'",
+        });
+    }
+    name.split('/').try_for_each(|c| {
+        check_component(c).map_err(|e| match e {
+            CgroupError::InvalidName { reason, .. } => CgroupError::InvalidName {
+                name: name.to_owned(),
+                reason,
+            },
+            other => other,
+        })
+    })
+}
+
+/// Checks one component of a cgroup name.
+pub fn check_component(name: &str) -> Result<(), CgroupError> {
     let bad = |reason| {
         Err(CgroupError::InvalidName {
             name: name.to_owned(),
@@ -164,7 +184,9 @@ mod tests {
             "",
             ".",
             "..",
-            "a/b",
+            "a/../b",
+            "a//b",
+            "a/",
             "/a",
             "cgroup.procs",
             ".hidden",
@@ -172,7 +194,7 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["pod-1", "appc-abc_def", "a.b"] {
+        for good in ["pod-1", "appc-abc_def", "a.b", "pod/app", "pod/_init"] {
             assert!(check_name(good).is_ok(), "{good:?} refused");
         }
     }

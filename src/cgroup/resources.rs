@@ -8,7 +8,7 @@ use crate::schema::{Isolator, IsolatorKind, IsolatorScope};
 const MIN_CPU_MILLI: u64 = 10;
 
 /// Limits for one cgroup. `None` leaves the kernel default (no limit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// Bytes.
     pub memory_max: Option<u64>,

@@ -8,6 +8,7 @@ mod image;
 mod image_build;
 mod output;
 mod pods;
+mod run;
 pub mod run_args;
 
 pub use output::printable;
@@ -63,6 +64,26 @@ pub enum Command {
     /// Build, list, inspect and remove stored images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run a pod in the foreground: IMAGE [APP FLAGS] [-- ARGS] [--- IMAGE ...].
+    Run(run_args::RunArgs),
+    /// Create a pod without starting it; prints its uuid (start it with run-prepared).
+    Prepare(run_args::RunArgs),
+    /// Run a prepared pod in the foreground.
+    RunPrepared(run::RunPreparedArgs),
+    /// Stop running pods: SIGTERM, then SIGKILL after --timeout.
+    Stop(run::StopArgs),
+    /// Run a command (default /bin/sh) inside an app of a running pod.
+    Enter(run::EnterArgs),
+    /// List pods with their state, apps and exit code.
+    List(pods::ListArgs),
+    /// Show a pod's state, times, exit codes and isolator report.
+    Status(pods::StatusArgs),
+    /// Remove exited, prepared or garbage pods now.
+    Rm(pods::RmArgs),
+    /// Remove exited pods past the grace period and prepared pods never run.
+    Gc(pods::GcArgs),
+    /// Print a pod's manifest.
+    CatManifest(pods::CatManifestArgs),
 }
 
 /// The security checks `--insecure-options` can turn off.
@@ -121,6 +142,16 @@ impl Cli {
             Command::Validate(args) => validate::run(args),
             Command::Fetch(args) => fetch::run(&self.global, args),
             Command::Image(cmd) => image::run(&self.global, cmd),
+            Command::Run(a) => run::run(&self.global, a),
+            Command::Prepare(a) => run::prepare(&self.global, a),
+            Command::RunPrepared(a) => run::run_prepared(&self.global, a),
+            Command::Stop(a) => run::stop(&self.global, a),
+            Command::Enter(a) => run::enter(&self.global, a),
+            Command::List(a) => pods::list(&self.global, a),
+            Command::Status(a) => pods::status(&self.global, a),
+            Command::Rm(a) => pods::rm(&self.global, a),
+            Command::Gc(a) => pods::gc(&self.global, a),
+            Command::CatManifest(a) => pods::cat_manifest(&self.global, a),
         }
     }
 }

@@ -10,8 +10,15 @@
 //!   filters, with the G3 report.
 
 pub mod cgroups;
+pub mod control;
+pub mod init;
 pub mod inroot;
+pub mod launch;
+pub mod plan;
+pub mod process;
+pub mod rootfs;
 pub mod seccomp;
 pub mod security;
+pub mod sync;
 pub mod user;
 pub mod volumes;

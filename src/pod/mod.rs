@@ -32,7 +32,7 @@
 //!   never touched. Deletion renames into `trash/` first, then removes the tree.
 
 pub mod compose;
-mod fsio;
+pub(crate) mod fsio;
 mod gc;
 mod state;
 mod store;

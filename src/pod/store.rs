@@ -34,7 +34,7 @@ pub struct Pod {
 /// A held flock on a pod's `lock` file; released on drop (or when the holder dies).
 #[derive(Debug)]
 pub struct PodLock {
-    _file: File,
+    file: File,
     uuid: PodUuid,
 }
 
@@ -54,17 +54,23 @@ impl PodLock {
     fn acquire(dir: &Path, uuid: PodUuid) -> Result<PodLock, PodError> {
         let file = fsio::try_flock(&dir.join(LOCK), FlockOperation::LockExclusive)?;
         let file = file.ok_or(PodError::Busy { uuid })?;
-        Ok(PodLock { _file: file, uuid })
+        Ok(PodLock { file, uuid })
     }
 
     pub(super) fn try_acquire(dir: &Path, uuid: PodUuid) -> Result<Option<PodLock>, PodError> {
         let op = FlockOperation::NonBlockingLockExclusive;
         let file = fsio::try_flock(&dir.join(LOCK), op)?;
-        Ok(file.map(|f| PodLock { _file: f, uuid }))
+        Ok(file.map(|file| PodLock { file, uuid }))
     }
 
     pub fn uuid(&self) -> PodUuid {
         self.uuid
+    }
+
+    /// The lock file, to hand to the pod init: a flock belongs to the open file description,
+    /// so the pod stays locked while either holder lives.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 }
 
@@ -105,6 +111,12 @@ impl Pod {
         };
         let decoded = PodManifest::parse(&text).map_err(|e| corrupt(e.to_string()))?;
         Ok(decoded.value)
+    }
+
+    /// Writes `name` in the pod dir atomically (temp + fsync + rename), e.g. the executor's
+    /// plan and isolator report.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), PodError> {
+        fsio::write_atomic(&self.dir, name, bytes, FILE_MODE)
     }
 
     /// The stored record (not adjusted for liveness; see [`PodStore::info`]).
