@@ -43,7 +43,7 @@ pub fn run(g: &GlobalArgs, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.dir)?;
     for image in &args.images {
         let path = local_path(image)?;
-        check_signature(&path, g)?;
+        check_signature(&path, g.insecure.contains(Insecure::Image))?;
         let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let bar = progress_bar(len, &path);
@@ -63,7 +63,8 @@ pub fn run(g: &GlobalArgs, args: &FetchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Maps an image argument to a local file, or says which kind of image is not supported yet.
-fn local_path(image: &str) -> anyhow::Result<PathBuf> {
+/// Also used by `appcctl run` (`pod::compose`) for its `.aci` arguments.
+pub(crate) fn local_path(image: &str) -> anyhow::Result<PathBuf> {
     if let Some(rest) = image.strip_prefix("file://") {
         return Ok(PathBuf::from(rest));
     }
@@ -80,9 +81,10 @@ fn local_path(image: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Signatures are checked by the trust store; until it exists only `--insecure-options=image`
-/// lets an image in, so nothing unverified is ever imported silently.
-fn check_signature(path: &Path, g: &GlobalArgs) -> anyhow::Result<()> {
-    if g.insecure.contains(Insecure::Image) {
+/// lets an image in, so nothing unverified is ever imported silently. `allow_unsigned` is
+/// `--insecure-options=image`. Also used by `appcctl run` (`pod::compose`).
+pub(crate) fn check_signature(path: &Path, allow_unsigned: bool) -> anyhow::Result<()> {
+    if allow_unsigned {
         eprintln!(
             "warning: {}: signature not verified (--insecure-options=image)",
             path.display()
