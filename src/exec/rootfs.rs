@@ -264,7 +264,55 @@ fn mount_api_filesystems(ctx: &mut Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), 
     let common = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_in_root(ctx, root, "/proc", "proc", common, "")?;
     mask_proc(ctx, root)?;
-    mount_in_root(ctx, root, "/sys", "sysfs", common | MsFlags::MS_RDONLY, "")
+    mount_in_root(ctx, root, "/sys", "sysfs", common | MsFlags::MS_RDONLY, "")?;
+    mount_cgroupfs(ctx, root)
+}
+
+/// The host's cgroup hierarchies, read-only, so apps can see their limits and usage (rkt and
+/// nspawn do the same): a tmpfs on /sys/fs/cgroup with a read-only bind of each hierarchy.
+fn mount_cgroupfs(ctx: &Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), RootfsError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let hierarchies: Vec<String> = info
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            let point = left.split(' ').nth(4)?;
+            let under = point.strip_prefix("/sys/fs/cgroup")?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| under.to_owned())
+        })
+        .collect();
+    if hierarchies.is_empty() {
+        return Ok(());
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_in_root(
+        ctx,
+        root,
+        "/sys/fs/cgroup",
+        "tmpfs",
+        flags,
+        "mode=755,size=64k",
+    )?;
+    for under in &hierarchies {
+        let inside = format!("/sys/fs/cgroup{under}");
+        let target = inroot::mkdir_all_in_root(root, &inside).map_err(ctx.inroot())?;
+        let source = Path::new(&inside);
+        bind(source, &inroot::fd_path(target.as_fd()), false)
+            .map_err(ctx.sys(format!("bind {inside}")))?;
+        remount_read_only_in_root(ctx, root, &inside)?;
+    }
+    let top = inroot::open_in_root(root, "/sys/fs/cgroup", OFlags::PATH | OFlags::CLOEXEC)
+        .map_err(ctx.inroot())?;
+    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags;
+    mount(
+        None,
+        &inroot::fd_path(top.as_fd()),
+        None,
+        ro,
+        Some("mode=755,size=64k"),
+    )
+    .map_err(ctx.sys("make /sys/fs/cgroup read-only"))
 }
 
 /// Covers the dangerous /proc entries (a pod without a user namespace runs as real root).
@@ -375,8 +423,7 @@ fn mount_volumes(ctx: &mut Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), RootfsEr
         );
         bind(&m.source, &at, m.recursive).map_err(ctx.sys(op))?;
         if m.read_only {
-            remount_read_only(&at)
-                .map_err(ctx.sys(format!("make volume {} read-only", m.volume)))?;
+            remount_read_only_in_root(ctx, root, &m.target)?;
         }
     }
     Ok(())
