@@ -129,8 +129,13 @@ fn setup_stdio(ctx: &ExecContext<'_>) -> Result<(), String> {
         rustix::stdio::dup2_stdin(stdin).map_err(|e| format!("stdin: {e}"))?;
     }
     if ctx.take_tty {
-        rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())
-            .map_err(|e| format!("make the terminal the controlling tty: {e}"))?;
+        // The terminal passes through as stdio in any case. It becomes the controlling tty only
+        // when no other session owns it: stealing it (TIOCSCTTY with force) would take it
+        // from the user's shell for good. Ctrl-C then reaches appcctl, which stops the pod.
+        match rustix::process::ioctl_tiocsctty(rustix::stdio::stdin()) {
+            Ok(()) | Err(rustix::io::Errno::PERM) | Err(rustix::io::Errno::NOTTY) => {}
+            Err(e) => return Err(format!("make the terminal the controlling tty: {e}")),
+        }
     }
     Ok(())
 }
