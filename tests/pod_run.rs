@@ -456,3 +456,72 @@ fn f7_every_run_starts_from_a_clean_root_and_no_overlay_copies() {
         Some(json!("overlay"))
     );
 }
+
+#[test]
+fn n1_loopback_is_up_hostname_flag_and_host_network() {
+    if !can_run_pods() {
+        return;
+    }
+    let env = Env::new();
+    let image = env.probe_image("net", &["read", "/sys/class/net/lo/flags"], |_| {});
+    let run = env.appcctl(&["run", "--hostname", "web-1", &image]);
+    // IFF_UP (0x1) set on the pod's own loopback.
+    let flags = run.ok().report()["content"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is down: {flags:#x}");
+    let image2 = env.probe_image("netns", &["report"], |_| {});
+    let run = env.appcctl(&["run", "--hostname", "web-1", &image2]);
+    assert_eq!(run.ok().report()["hostname"], "web-1");
+    // --net=host keeps the host's network namespace and only that one.
+    let run = env.appcctl(&["run", "--net", "host", &image2]);
+    let r = run.ok().report();
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(r["namespaces"]["net"], host_net.to_string_lossy().as_ref());
+    let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap();
+    assert_ne!(r["namespaces"]["uts"], host_uts.to_string_lossy().as_ref());
+}
+
+/// G1: pod-level resource isolators bound the apps' (the pod cgroup carries them, and an
+/// app's effective limit is the smaller one); cpu-shares reaches the app cgroup.
+#[test]
+fn g1_pod_isolators_bound_app_isolators() {
+    if !can_run_pods() {
+        return;
+    }
+    let env = Env::new();
+    let image = env.probe_image("bound", &["report"], |m| {
+        m["app"]["isolators"] = json!([{"name": "resource/memory", "value": {"limit": "512Mi"}}]);
+    });
+    let id = env.appcctl(&["image", "list", "--format", "json"]);
+    let images: Value = serde_json::from_str(&id.stdout).unwrap();
+    let image_id = images.as_array().unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manifest = json!({
+        "acKind": "PodManifest", "acVersion": "0.8.11",
+        "apps": [{"name": "bound", "image": {"name": image, "id": image_id}}],
+        "isolators": [{"name": "resource/memory", "value": {"limit": "96Mi"}}],
+    });
+    let path = env.tmp.path().join("pod.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let run = env.appcctl(&["--debug", "run", "--pod-manifest", path.to_str().unwrap()]);
+    let r = run.ok().report();
+    assert_eq!(
+        r["limits"]["memory"]["effective_bytes"],
+        96 << 20,
+        "{}",
+        r["limits"]
+    );
+    assert!(
+        run.stderr.contains("resource/memory: changed"),
+        "{}",
+        run.stderr
+    );
+    let run = env.appcctl(&["run", &image, "--cpu-shares", "512"]);
+    assert_eq!(run.ok().report()["limits"]["cpu"]["shares"], 512);
+}
