@@ -67,6 +67,8 @@ struct App<'a> {
 pub fn main(args: InitArgs) -> Result<i32, String> {
     // Nothing appcctl's caller leaked may reach an app (the first security rule).
     crate::sys::cloexec_from(3).map_err(|e| format!("mark descriptors close-on-exec: {e}"))?;
+    // Exec'd as /proc/self/fd/N, the kernel named us "N"; ps and pgrep should say appc-init.
+    let _ = rustix::thread::set_name(c"appc-init"); // best effort: cosmetic
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| format!("make the init non-dumpable: {e}"))?;
     let chan = crate::sys::take_inherited_fd(args.sync_fd)
