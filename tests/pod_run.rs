@@ -525,3 +525,22 @@ fn g1_pod_isolators_bound_app_isolators() {
     let run = env.appcctl(&["run", &image, "--cpu-shares", "512"]);
     assert_eq!(run.ok().report()["limits"]["cpu"]["shares"], 512);
 }
+
+/// The store keeps what live pods stand on: `image rm` refuses and `image gc` skips the images
+/// (and their dependencies) of prepared and running pods.
+#[test]
+fn images_of_live_pods_are_kept() {
+    if !can_run_pods() {
+        return;
+    }
+    let env = Env::new();
+    let image = env.probe_image("kept", &["exit", "0"], |_| {});
+    env.appcctl(&["prepare", "--name", "holder", &image]).ok();
+    let run = env.appcctl(&["image", "rm", &image]);
+    assert_eq!(run.code, Some(254));
+    assert!(run.stderr.contains("used by pod holder"), "{}", run.stderr);
+    env.appcctl(&["image", "gc", "--grace-period", "0s"]).ok();
+    env.appcctl(&["run-prepared", "holder"]).ok();
+    // Exited now: the image is free to go.
+    env.appcctl(&["image", "rm", &image]).ok();
+}

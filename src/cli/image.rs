@@ -125,8 +125,8 @@ pub fn run(g: &GlobalArgs, cmd: &ImageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ImageCommand::Build(_) => unreachable!("handled above"),
         ImageCommand::List(a) => list(&store, a),
-        ImageCommand::Rm(a) => rm(&store, a),
-        ImageCommand::Gc(a) => gc(&store, a),
+        ImageCommand::Rm(a) => rm(g, &store, a),
+        ImageCommand::Gc(a) => gc(g, &store, a),
         ImageCommand::CatManifest(a) => cat_manifest(&store, a),
         ImageCommand::Export(a) => export(&store, a),
         ImageCommand::Verify(a) => verify(&store, a),
@@ -203,12 +203,20 @@ fn image_json(r: &ImageRecord) -> serde_json::Value {
     })
 }
 
-fn rm(store: &Store, a: &RmArgs) -> anyhow::Result<ExitCode> {
+fn rm(g: &GlobalArgs, store: &Store, a: &RmArgs) -> anyhow::Result<ExitCode> {
+    let in_use = images_in_use(g, store)?;
     let mut failed = false;
     for query in &a.images {
         let outcome = store
             .resolve(query)
-            .and_then(|r| remove_image(store, &r.id).map(|()| r.id));
+            .map_err(anyhow::Error::from)
+            .and_then(|r| {
+                if let Some(pod) = in_use.get(&r.id) {
+                    anyhow::bail!("image {query} is used by pod {pod}; remove the pod first");
+                }
+                remove_image(store, &r.id)?;
+                Ok(r.id)
+            });
         match outcome {
             Ok(id) => println!("{id}"),
             Err(e) => {
@@ -224,8 +232,18 @@ fn rm(store: &Store, a: &RmArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn gc(store: &Store, a: &GcArgs) -> anyhow::Result<ExitCode> {
-    let report = collect_garbage(store, a.grace_period, now())?;
+/// Images of prepared and running pods, which `rm` refuses and `gc` keeps.
+fn images_in_use(
+    g: &GlobalArgs,
+    store: &Store,
+) -> anyhow::Result<std::collections::BTreeMap<crate::schema::ImageId, String>> {
+    let pods = crate::pod::PodStore::open(&g.dir)?;
+    Ok(crate::exec::launch::images_in_use(store, &pods)?)
+}
+
+fn gc(g: &GlobalArgs, store: &Store, a: &GcArgs) -> anyhow::Result<ExitCode> {
+    let keep = images_in_use(g, store)?.into_keys().collect();
+    let report = collect_garbage(store, a.grace_period, now(), &keep)?;
     for id in &report.images {
         println!("removed {id}");
     }

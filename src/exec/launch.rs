@@ -378,3 +378,32 @@ fn spawn_forwarder(set: SigSet, init_pid: u32) {
         }
     });
 }
+
+/// Images that prepared or running pods need (their apps' images and every layer below them),
+/// with a pod that needs each: removing one would pull a layer from under a live overlayfs.
+pub fn images_in_use(
+    store: &Store,
+    pods: &PodStore,
+) -> Result<std::collections::BTreeMap<crate::schema::ImageId, String>, LaunchError> {
+    let mut used = std::collections::BTreeMap::new();
+    for info in pods.list()? {
+        if !matches!(info.state, PodState::Prepared | PodState::Running) {
+            continue;
+        }
+        let Ok(pod) = pods.get(&info.uuid.to_string()) else {
+            continue; // removed meanwhile
+        };
+        let label = pod_label(&pod);
+        for app in pod.manifest()?.apps {
+            let Some(id) = app.image.id else { continue };
+            let Ok(image) = store.resolve(id.as_ref()) else {
+                continue; // already gone: nothing to protect
+            };
+            for layer in crate::store::layers(store, &image).unwrap_or_default() {
+                used.entry(layer.id).or_insert_with(|| label.clone());
+            }
+            used.entry(id).or_insert_with(|| label.clone());
+        }
+    }
+    Ok(used)
+}

@@ -4,6 +4,7 @@
 //! Both take the store lock exclusively, so they wait for running imports and exports (which hold
 //! it shared) and never pull a tree from under them.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -73,13 +74,19 @@ fn remove_blob_if_unused(blob: &Path) -> Result<(u64, u64), StoreError> {
     }
 }
 
-/// `image gc`: removes images not used for `grace_secs`, then leftovers and unused blobs.
-pub fn collect_garbage(store: &Store, grace_secs: u64, now: i64) -> Result<GcReport, StoreError> {
+/// `image gc`: removes images not used for `grace_secs` (except those in `keep`: images a live
+/// pod needs), then leftovers and unused blobs.
+pub fn collect_garbage(
+    store: &Store,
+    grace_secs: u64,
+    now: i64,
+    keep: &BTreeSet<ImageId>,
+) -> Result<GcReport, StoreError> {
     let _exclusive = store.lock_exclusive()?;
     let mut report = GcReport::default();
     let cutoff = now.saturating_sub(grace_secs as i64);
     for rec in store.index().list()? {
-        if rec.last_used < cutoff {
+        if rec.last_used < cutoff && !keep.contains(&rec.id) {
             remove_locked(store, &rec.id)?;
             report.images.push(rec.id);
         }
