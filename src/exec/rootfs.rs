@@ -421,7 +421,25 @@ fn mount_volumes(ctx: &mut Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), RootfsEr
             m.source.display(),
             m.target
         );
-        bind(&m.source, &at, m.recursive).map_err(ctx.sys(op))?;
+        // The planner refused symlinked host sources (V11); opening the source again with
+        // RESOLVE_NO_SYMLINKS closes the window in which one could be swapped in since.
+        let source = if m.source.starts_with(&ctx.pod.pod_dir) {
+            None
+        } else {
+            let how = rustix::fs::ResolveFlags::NO_SYMLINKS;
+            let flags = OFlags::PATH | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat2(rustix::fs::CWD, &m.source, flags, Mode::empty(), how)
+                .map_err(ctx.sys(format!(
+                    "open volume {} source {} (symlinks are refused, V11)",
+                    m.volume,
+                    m.source.display()
+                )))?;
+            Some(fd)
+        };
+        let source_path = source
+            .as_ref()
+            .map_or_else(|| m.source.clone(), |fd| inroot::fd_path(fd.as_fd()));
+        bind(&source_path, &at, m.recursive).map_err(ctx.sys(op))?;
         if m.read_only {
             remount_read_only_in_root(ctx, root, &m.target)?;
         }
