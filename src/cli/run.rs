@@ -64,7 +64,23 @@ pub struct EnterArgs {
 /// `appcctl run`.
 pub fn run(g: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (store, pods, pod, options) = prepare_pod(g, args)?;
-    launch_pod(g, &store, &pods, &pod, &options)
+    let result = launch_pod(g, &store, &pods, &pod, &options);
+    if result.is_err() {
+        discard_if_unstarted(&pods, &pod);
+    }
+    result
+}
+
+/// A `run` that failed before its pod started leaves no prepared pod behind (it would hold its
+/// name until it expires): it is marked garbage, which frees the name; gc removes it.
+fn discard_if_unstarted(pods: &PodStore, pod: &Pod) {
+    if let Ok(Some(lock)) = pod.try_lock_exclusive()
+        && pods
+            .info(pod)
+            .is_ok_and(|i| i.state == crate::pod::PodState::Prepared)
+    {
+        let _ = pods.set_state(pod, &lock, crate::pod::PodState::Garbage); // best effort
+    }
 }
 
 /// `appcctl prepare`: prints the new pod's uuid.
