@@ -206,7 +206,6 @@ fn no_fd_other_than_stdio_reaches_an_app_or_a_handler() {
 }
 
 #[test]
-#[ignore = "bug: `appcctl enter` passes every fd it inherited (not CLOEXEC) to the entered command"]
 fn no_fd_other_than_stdio_reaches_an_entered_command() {
     if !can_run_pods() {
         return;

@@ -245,6 +245,8 @@ fn join_and_run(app: &AppPlan, init: i32, app_pid: i32, argv: &[String]) -> Resu
         setns(fd.as_fd(), *flag)
             .map_err(|e| format!("join the pod's namespace ({flag:?}): {e}"))?;
     }
+    // Whatever our caller left open must not reach the pod (the init does the same for apps).
+    crate::sys::cloexec_from(3).map_err(|e| format!("mark descriptors close-on-exec: {e}"))?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let ctx = ExecContext {
         app: &app.name,

@@ -245,6 +245,29 @@ fn remount_read_only_in_root(
         .map_err(ctx.sys(format!("make {path} read-only")))
 }
 
+/// An image whose `/proc` (say) is a symlink to `/` or `..` would get the filesystem mounted
+/// over its whole root: refuse with a message that says why.
+fn refuse_root_alias(
+    ctx: &Ctx<'_>,
+    root: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    path: &str,
+) -> Result<(), RootfsError> {
+    let (r, t) = (rustix::fs::fstat(root), rustix::fs::fstat(target));
+    if let (Ok(r), Ok(t)) = (r, t)
+        && (r.st_dev, r.st_ino) == (t.st_dev, t.st_ino)
+    {
+        return Err(RootfsError::Sys {
+            app: ctx.app.name.clone(),
+            op: format!("mount on {path}"),
+            source: std::io::Error::other(format!(
+                "{path} inside the image resolves to the image's root (a symlink to / or ..); fix the image"
+            )),
+        });
+    }
+    Ok(())
+}
+
 /// Mounts `fstype` on `path` inside the root, creating the directory if needed.
 fn mount_in_root(
     ctx: &Ctx<'_>,
@@ -255,6 +278,7 @@ fn mount_in_root(
     data: &str,
 ) -> Result<(), RootfsError> {
     let target = inroot::mkdir_all_in_root(root, path).map_err(ctx.inroot())?;
+    refuse_root_alias(ctx, root, target.as_fd(), path)?;
     let at = inroot::fd_path(target.as_fd());
     mount(Some(fstype), &at, Some(fstype), flags, Some(data))
         .map_err(ctx.sys(format!("mount {fstype} on {path}")))
