@@ -293,50 +293,37 @@ fn mount_api_filesystems(ctx: &mut Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), 
 }
 
 /// The host's cgroup hierarchies, read-only, so apps can see their limits and usage (rkt and
-/// nspawn do the same): a tmpfs on /sys/fs/cgroup with a read-only bind of each hierarchy.
+/// nspawn do the same): a recursive bind of /sys/fs/cgroup made read-only as a whole.
 fn mount_cgroupfs(ctx: &Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), RootfsError> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let hierarchies: Vec<String> = info
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let fstype = right.split(' ').next()?;
-            let point = left.split(' ').nth(4)?;
-            let under = point.strip_prefix("/sys/fs/cgroup")?;
-            matches!(fstype, "cgroup" | "cgroup2").then(|| under.to_owned())
-        })
-        .collect();
-    if hierarchies.is_empty() {
+    let host = Path::new("/sys/fs/cgroup");
+    if !host.is_dir() {
         return Ok(());
     }
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_in_root(
-        ctx,
-        root,
-        "/sys/fs/cgroup",
-        "tmpfs",
-        flags,
-        "mode=755,size=64k",
-    )?;
-    for under in &hierarchies {
-        let inside = format!("/sys/fs/cgroup{under}");
-        let target = inroot::mkdir_all_in_root(root, &inside).map_err(ctx.inroot())?;
-        let source = Path::new(&inside);
-        bind(source, &inroot::fd_path(target.as_fd()), false)
-            .map_err(ctx.sys(format!("bind {inside}")))?;
-        remount_read_only_in_root(ctx, root, &inside)?;
-    }
+    let target = inroot::mkdir_all_in_root(root, "/sys/fs/cgroup").map_err(ctx.inroot())?;
+    bind(host, &inroot::fd_path(target.as_fd()), true).map_err(ctx.sys("bind /sys/fs/cgroup"))?;
     let top = inroot::open_in_root(root, "/sys/fs/cgroup", OFlags::PATH | OFlags::CLOEXEC)
         .map_err(ctx.inroot())?;
-    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags;
-    mount(
-        None,
-        &inroot::fd_path(top.as_fd()),
-        None,
-        ro,
-        Some("mode=755,size=64k"),
-    )
-    .map_err(ctx.sys("make /sys/fs/cgroup read-only"))
+    let at = inroot::fd_path(top.as_fd());
+    match crate::sys::make_read_only_recursive(&at) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_submounts_read_only(ctx, &at),
+        other => other.map_err(ctx.sys("make /sys/fs/cgroup read-only")),
+    }
+}
+
+/// Before Linux 5.12: each mount below `top` (as the init's mountinfo lists them) one by one.
+fn remount_submounts_read_only(ctx: &Ctx<'_>, top: &Path) -> Result<(), RootfsError> {
+    remount_read_only(top).map_err(ctx.sys("make /sys/fs/cgroup read-only"))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in info.lines() {
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        if let Some(under) = point.strip_prefix("/sys/fs/cgroup/") {
+            remount_read_only(&top.join(under))
+                .map_err(ctx.sys(format!("make /sys/fs/cgroup/{under} read-only")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Covers the dangerous /proc entries (a pod without a user namespace runs as real root).
