@@ -253,3 +253,59 @@ fn plan_rootfs(
         work: app_dir.join("work"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::decode::decode_value;
+
+    fn app(json: serde_json::Value) -> App {
+        decode_value::<App>(&json).unwrap().value
+    }
+
+    #[test]
+    fn x1_variables_come_first_and_the_image_may_override_path() {
+        let a = app(serde_json::json!({
+            "exec": ["/bin/web"], "user": "0", "group": "0",
+            "environment": [{"name": "PATH", "value": "/opt/bin"}, {"name": "WEB", "value": "1"}]
+        }));
+        let env = environment(&a, "web-1");
+        assert_eq!(
+            env,
+            [
+                "PATH=/opt/bin",
+                "AC_APP_NAME=web-1",
+                "AC_METADATA_URL=http://127.0.0.1:18112",
+                "container=appc-pod",
+                "WEB=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_must_be_present_and_absolute() {
+        assert!(matches!(
+            checked_exec("a", &[]),
+            Err(PlanError::NoExec { .. })
+        ));
+        let rel = checked_exec("a", &["bin/web".into()]);
+        assert!(matches!(rel, Err(PlanError::RelativeExec { .. })));
+        assert_eq!(
+            checked_exec("a", &["/w".into(), "x".into()]).unwrap(),
+            ["/w", "x"]
+        );
+    }
+
+    #[test]
+    fn event_handlers_are_picked_by_name_and_empty_ones_ignored() {
+        let a = app(serde_json::json!({
+            "exec": ["/bin/web"], "user": "0", "group": "0",
+            "eventHandlers": [{"name": "pre-start", "exec": ["/bin/prep", "x"]}]
+        }));
+        assert_eq!(
+            handler(&a, EventName::PreStart),
+            Some(vec!["/bin/prep".into(), "x".into()])
+        );
+        assert_eq!(handler(&a, EventName::PostStop), None);
+    }
+}
