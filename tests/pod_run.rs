@@ -544,3 +544,35 @@ fn images_of_live_pods_are_kept() {
     // Exited now: the image is free to go.
     env.appcctl(&["image", "rm", &image]).ok();
 }
+
+/// A read-only recursive host volume is read-only all the way down, submounts included.
+#[test]
+fn read_only_recursive_volume_covers_submounts() {
+    if !can_run_pods() {
+        return;
+    }
+    let env = Env::new();
+    let host = env.tmp.path().join("withsub");
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    let sub = host.join("sub");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&sub)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    std::fs::write(sub.join("f"), "x").unwrap();
+    let image = env.probe_image("rosub", &["try-open-write", "/v/sub/f"], |_| {});
+    let volume = format!("v,kind=host,source={},readOnly=true", host.display());
+    let run = env.appcctl(&[
+        "run",
+        "--volume",
+        &volume,
+        "--mount",
+        "volume=v,target=/v",
+        &image,
+    ]);
+    let _ = std::process::Command::new("umount").arg(&sub).status();
+    assert_eq!(run.report()["ok"], false, "{} {}", run.stdout, run.stderr);
+    assert_eq!(run.report()["errno"], 30, "expected EROFS: {}", run.stdout);
+}

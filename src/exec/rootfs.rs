@@ -452,10 +452,30 @@ fn mount_volumes(ctx: &mut Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), RootfsEr
             .map_or_else(|| m.source.clone(), |fd| inroot::fd_path(fd.as_fd()));
         bind(&source_path, &at, m.recursive).map_err(ctx.sys(op))?;
         if m.read_only {
-            remount_read_only_in_root(ctx, root, &m.target)?;
+            read_only_volume(ctx, root, m)?;
         }
     }
     Ok(())
+}
+
+/// A read-only volume; a recursive one is read-only all the way down (a plain remount would
+/// leave the mounts below the top writable).
+fn read_only_volume(
+    ctx: &Ctx<'_>,
+    root: BorrowedFd<'_>,
+    m: &super::volumes::MountPlan,
+) -> Result<(), RootfsError> {
+    if !m.recursive {
+        return remount_read_only_in_root(ctx, root, &m.target);
+    }
+    let target = inroot::open_in_root(root, &m.target, OFlags::PATH | OFlags::CLOEXEC)
+        .map_err(ctx.inroot())?;
+    match crate::sys::make_read_only_recursive(&inroot::fd_path(target.as_fd())) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            remount_read_only_in_root(ctx, root, &m.target)
+        }
+        other => other.map_err(ctx.sys(format!("make volume {} read-only", m.volume))),
+    }
 }
 
 /// OS-SPEC.md: a default /etc/hosts with a localhost entry, only when the image has none.
