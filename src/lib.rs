@@ -13,3 +13,4 @@ pub mod pod;
 pub mod schema;
 pub mod store;
 pub mod sys;
+pub mod systemd;
