@@ -6,7 +6,7 @@
 //! running, as with rkt; `appcctl stop` and `gc` handle it from there.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::Seek;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -99,7 +99,7 @@ pub fn run_pod(
     let lock = take_prepared(pods, pod)?;
     let manifest = pod.manifest()?;
     let (plan, reports) = make_plan(store, pod, &manifest, opts)?;
-    write_reports(pod, &plan, &reports)?;
+    write_reports(pod, &reports)?;
     if opts.debug {
         reports.iter().for_each(|(_, r)| eprintln!("appcctl: {r}"));
     }
@@ -214,7 +214,7 @@ fn prepare_app_dirs(
 }
 
 /// `isolators.json`: the G3 report `appcctl status` shows.
-fn write_reports(pod: &Pod, _plan: &InitPlan, reports: &Reports) -> Result<(), LaunchError> {
+fn write_reports(pod: &Pod, reports: &Reports) -> Result<(), LaunchError> {
     let rows: Vec<serde_json::Value> = reports
         .iter()
         .map(|(app, r)| {
@@ -312,8 +312,6 @@ fn sealed_init() -> Result<OwnedFd, LaunchError> {
     f.rewind().map_err(io("rewind the memfd"))?;
     let seals = SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE;
     rustix::fs::fcntl_add_seals(&f, seals).map_err(|e| io("seal the memfd")(e.into()))?;
-    let _ = f.read(&mut [0u8; 0]);
-    f.flush().map_err(io("flush the memfd"))?;
     Ok(f.into())
 }
 
