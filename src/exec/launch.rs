@@ -254,6 +254,7 @@ fn start_and_wait(
     cg.add_init(pid)?;
     sync::send_msg(&ours, &ToInit::Go).map_err(io("start the pod init"))?;
     let started = sync::recv_msg::<FromInit>(&ours).map_err(io("wait for the pod init"))?;
+    notify_started(plan, started.as_ref());
     spawn_forwarder(forward, pid);
     let status = child.wait().map_err(io("wait for the pod init"))?;
     let code = status
@@ -272,6 +273,26 @@ fn start_and_wait(
             error: format!("the pod init died during setup ({status})"),
             code: None,
         }),
+    }
+}
+
+/// sd_notify for a `Type=notify` unit running the pod: ready once every app started (best
+/// effort: a unit that is not Type=notify simply has no socket).
+fn notify_started(plan: &InitPlan, started: Option<&FromInit>) {
+    use crate::systemd::notify::{Notify, notify};
+    let status = match started {
+        Some(FromInit::Started { apps }) => {
+            let names: Vec<&str> = apps.iter().map(|(n, _)| n.as_str()).collect();
+            format!("pod {}: running {}", plan.pod_name, names.join(", "))
+        }
+        _ => format!("pod {}: failed to start", plan.pod_name),
+    };
+    let mut messages = vec![Notify::Status(&status)];
+    if matches!(started, Some(FromInit::Started { .. })) {
+        messages.insert(0, Notify::Ready);
+    }
+    if let Err(e) = notify(&messages) {
+        eprintln!("appcctl: warning: {e}");
     }
 }
 
@@ -371,6 +392,8 @@ fn block_stop_signals() -> Result<SigSet, LaunchError> {
 fn spawn_forwarder(set: SigSet, init_pid: u32) {
     std::thread::spawn(move || {
         while let Ok(_sig) = set.wait() {
+            use crate::systemd::notify::{Notify, notify};
+            let _ = notify(&[Notify::Stopping, Notify::Status("stopping the pod")]); // best effort
             let pid = nix::unistd::Pid::from_raw(init_pid as i32);
             let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
         }

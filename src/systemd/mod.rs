@@ -31,7 +31,9 @@
 
 pub mod cgroup;
 pub mod detect;
+pub mod journal;
 pub mod machine;
+pub mod notify;
 pub mod scope;
 pub mod unit_name;
 
