@@ -69,22 +69,22 @@ pub fn stop_pod(
         });
     }
     let uuid = pod.uuid();
-    let init_in_pod = info
+    let init = info
         .record
         .init_pid
-        .filter(|p| cgroups::pod_pids(uuid).is_ok_and(|pids| pids.contains(&(*p as u32))));
+        .filter(|p| is_our_init(*p, info.record.init_start, uuid));
     let mut how = Stopped::Gracefully;
-    match init_in_pod {
+    match init {
         Some(init) if !force => {
             let _ = kill(Pid::from_raw(init), Signal::SIGTERM); // it may be exiting already
         }
         _ => {
-            cgroups::kill_pod(uuid)?;
+            kill_everything(uuid, init)?;
             how = Stopped::Killed;
         }
     }
     if !wait_unlocked(pod, timeout)? {
-        cgroups::kill_pod(uuid)?;
+        kill_everything(uuid, init)?;
         how = Stopped::Killed;
         if !wait_unlocked(pod, KILL_GRACE)? {
             let pids = cgroups::pod_pids(uuid)?;
@@ -93,6 +93,25 @@ pub fn stop_pod(
     }
     settle(pods, pod)?;
     Ok(how)
+}
+
+/// Whether `pid` is still the pod's init: same start time as recorded (a recycled pid has
+/// another), or, for records without one, a process in the pod's cgroups.
+fn is_our_init(pid: i32, start: Option<u64>, uuid: crate::schema::PodUuid) -> bool {
+    match start {
+        Some(start) => super::launch::process_start_time(pid as u32) == Some(start),
+        None => cgroups::pod_pids(uuid).is_ok_and(|pids| pids.contains(&(pid as u32))),
+    }
+}
+
+/// SIGKILL to the init ends every process of its PID namespace (the kernel kills them all when
+/// a namespace's init dies); the cgroupfs manager's cgroups are emptied too.
+fn kill_everything(uuid: crate::schema::PodUuid, init: Option<i32>) -> Result<(), ControlError> {
+    if let Some(init) = init {
+        let _ = kill(Pid::from_raw(init), Signal::SIGKILL); // may have exited meanwhile
+    }
+    cgroups::kill_pod(uuid)?;
+    Ok(())
 }
 
 /// Waits until nobody holds the pod's lock; false on timeout.
@@ -165,7 +184,7 @@ pub fn enter_pod(
         .record
         .init_pid
         .ok_or_else(|| err("no init pid recorded".into()))?;
-    let app_pid = find_app_process(pod, app, init).map_err(&err)?;
+    let app_pid = find_app_process(app, init).map_err(&err)?;
     let argv = if argv.is_empty() {
         vec!["/bin/sh".to_owned()]
     } else {
@@ -203,23 +222,43 @@ fn pick_app<'a>(plan: &'a InitPlan, app: Option<&str>) -> Result<&'a AppPlan, St
     }
 }
 
-/// The app's main process: in the app's cgroup, a child of the init.
-fn find_app_process(pod: &Pod, app: &AppPlan, init: i32) -> Result<i32, String> {
-    let procs = cgroups::app_procs_files(pod.uuid(), &app.name).map_err(|e| e.to_string())?;
-    let first = procs.first().ok_or("the app has no cgroup")?;
-    let text =
-        std::fs::read_to_string(first).map_err(|e| format!("read {}: {e}", first.display()))?;
-    text.lines()
-        .filter_map(|l| l.trim().parse::<i32>().ok())
-        .find(|pid| parent_of(*pid) == Some(init))
+/// The app's main process: a child of the init whose environment names the app (X1 sets
+/// `AC_APP_NAME` for every app and handler; handlers do not overlap the app's life).
+fn find_app_process(app: &AppPlan, init: i32) -> Result<i32, String> {
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+        .map_err(|e| format!("list the init's children: {e}"))?;
+    let wanted = format!("AC_APP_NAME={}", app.name);
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()))
+        })
         .ok_or_else(|| format!("app {} is not running", app.name))
 }
 
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(1)?.parse().ok()
+/// The `cgroup.procs` files of the cgroups `pid` is in (any manager: cgroupfs, scope, service).
+fn cgroup_procs_of(pid: i32) -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let base = match ctrl {
+            "" if root.join("unified").is_dir() => root.join("unified"),
+            "" => root.to_owned(),
+            c => root.join(c.strip_prefix("name=").unwrap_or(c)),
+        };
+        let procs = base.join(path.trim_start_matches('/')).join("cgroup.procs");
+        if procs.is_file() {
+            out.push(procs);
+        }
+    }
+    out
 }
 
 fn join_and_run(app: &AppPlan, init: i32, app_pid: i32, argv: &[String]) -> Result<i32, String> {
@@ -248,9 +287,10 @@ fn join_and_run(app: &AppPlan, init: i32, app_pid: i32, argv: &[String]) -> Resu
     // Whatever our caller left open must not reach the pod (the init does the same for apps).
     crate::sys::cloexec_from(3).map_err(|e| format!("mark descriptors close-on-exec: {e}"))?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let cgroup_procs = cgroup_procs_of(app_pid);
     let ctx = ExecContext {
         app: &app.name,
-        cgroup_procs: &app.cgroup_procs,
+        cgroup_procs: &cgroup_procs,
         mnt_ns: mnt.as_fd(),
         ids: &ids,
         security: &app.security,

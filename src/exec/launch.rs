@@ -16,8 +16,9 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use rustix::fs::{MemfdFlags, SealFlags};
 
-use super::cgroups::{self, PodCgroups};
+use super::cgroups;
 use super::init::AppExit;
+use super::manager::{self, Kind, Placement};
 use super::plan::{self, AppInputs, InitPlan, Rootfs};
 use super::sync::{self, FromInit, ToInit};
 use super::volumes;
@@ -43,6 +44,8 @@ pub enum LaunchError {
     Plan(#[from] Box<plan::PlanError>),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error(transparent)]
+    Manager(#[from] manager::ManagerError),
     #[error(transparent)]
     Volume(#[from] Box<volumes::VolumeError>),
     #[error("pod {pod} is {state}; only a prepared pod can run (prepare a new one)")]
@@ -98,14 +101,17 @@ pub fn run_pod(
 ) -> Result<RunOutcome, LaunchError> {
     let lock = take_prepared(pods, pod)?;
     let manifest = pod.manifest()?;
-    let (plan, reports) = make_plan(store, pod, &manifest, opts)?;
+    let kind = Kind::detect();
+    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind)?;
+    manager::adjust_reports(&kind, plan.apps.len(), &mut reports);
     write_reports(pod, &reports)?;
     if opts.debug {
+        eprintln!("appcctl: resources managed by {kind:?}");
         reports.iter().for_each(|(_, r)| eprintln!("appcctl: {r}"));
     }
-    let cg = cgroups::create_pod_cgroups(pod.uuid(), &manifest, &plan)?;
-    let result = start_and_wait(pods, pod, &lock, &plan, &cg);
-    let _ = cgroups::remove_pod_cgroups(pod.uuid()); // best effort: gc retries
+    let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
+    let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement);
+    placement.release(pod.uuid());
     result
 }
 
@@ -133,6 +139,7 @@ fn make_plan(
     pod: &Pod,
     manifest: &PodManifest,
     opts: &LaunchOptions,
+    kind: &Kind,
 ) -> Result<(InitPlan, Reports), LaunchError> {
     volumes::create_empty_volumes(manifest, pod.dir()).map_err(Box::new)?;
     let use_overlay = !opts.no_overlay && overlay_usable(pod.dir());
@@ -151,7 +158,11 @@ fn make_plan(
             runtime: rt,
             image: &image,
             use_overlay,
-            cgroup_procs: cgroups::app_procs_files(pod.uuid(), rt.name.as_str())?,
+            cgroup_procs: if kind.per_app_cgroups() {
+                cgroups::app_procs_files(pod.uuid(), rt.name.as_str())?
+            } else {
+                Vec::new() // the apps stay in the pod's unit with the init
+            },
         };
         let (app, r) = plan::plan_app(store, manifest, pod.dir(), input).map_err(Box::new)?;
         prepare_app_dirs(store, &image, &app)?;
@@ -239,7 +250,8 @@ fn start_and_wait(
     pod: &Pod,
     lock: &PodLock,
     plan: &InitPlan,
-    cg: &PodCgroups,
+    manifest: &PodManifest,
+    placement: &mut Placement,
 ) -> Result<RunOutcome, LaunchError> {
     let forward = block_stop_signals()?;
     let (ours, theirs) = sync::channel().map_err(io("create the init channel"))?;
@@ -247,11 +259,19 @@ fn start_and_wait(
     let mut child = spawn_init(&init, pod, plan, &theirs, lock)?;
     drop(theirs);
     let pid = child.id();
+    let placed = placement.place_init(pid, manifest, plan);
     pods.update(pod, lock, |r| {
         r.init_pid = Some(pid as i32);
+        r.init_start = process_start_time(pid);
+        r.unit = placement.unit().map(str::to_owned);
         r.advance(PodState::Running, crate::pod::now())
     })?;
-    cg.add_init(pid)?;
+    if let Err(e) = placed {
+        let _ = child.kill(); // best effort: the init has not started anything yet
+        let _ = child.wait();
+        finish(pods, pod, lock, plan)?;
+        return Err(e.into());
+    }
     sync::send_msg(&ours, &ToInit::Go).map_err(io("start the pod init"))?;
     let started = sync::recv_msg::<FromInit>(&ours).map_err(io("wait for the pod init"))?;
     notify_started(plan, started.as_ref());
@@ -306,6 +326,17 @@ fn finish(pods: &PodStore, pod: &Pod, lock: &PodLock, plan: &InitPlan) -> Result
         r.advance(PodState::Exited, crate::pod::now())
     })?;
     Ok(())
+}
+
+/// The start time of `pid` in clock ticks after boot (field 22 of /proc/PID/stat).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: count after the last ')'.
+    stat[stat.rfind(')')? + 2..]
+        .split(' ')
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// The `status/<app>.json` files the init wrote.

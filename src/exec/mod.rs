@@ -41,6 +41,7 @@ pub mod control;
 pub mod init;
 pub mod inroot;
 pub mod launch;
+pub mod manager;
 pub mod plan;
 pub mod process;
 pub mod rootfs;

@@ -100,6 +100,14 @@ pub struct PodRecord {
     pub started: Option<i64>,
     pub exited: Option<i64>,
     pub init_pid: Option<i32>,
+    /// The init's start time (clock ticks after boot, /proc/PID/stat field 22): with the pid it
+    /// identifies the init for certain, so `stop` never signals a recycled pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_start: Option<u64>,
+    /// The systemd unit holding the pod (its scope, or the service it kept), when systemd is
+    /// PID 1; `None` on the cgroupfs manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     #[serde(default)]
     pub app_exit_codes: BTreeMap<String, i32>,
     /// Filled in by the network setup later; opaque here.
@@ -117,6 +125,8 @@ impl PodRecord {
             started: None,
             exited: None,
             init_pid: None,
+            init_start: None,
+            unit: None,
             app_exit_codes: BTreeMap::new(),
             net: None,
         }

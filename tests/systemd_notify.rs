@@ -1,0 +1,129 @@
+//! sd_notify from `appcctl run` under a real systemd (the test host): a `Type=notify` service
+//! running a pod stays `activating` while the pods's pre-start handler runs, becomes `active`
+//! only after READY=1, shows our STATUS= text, and a pod that fails to start never gets active.
+
+mod host;
+
+use std::time::{Duration, Instant};
+
+use host::{HostOptions, TestHost};
+
+const APPCCTL: &str = env!("CARGO_BIN_EXE_appcctl");
+const DATA: &str = "/var/lib/appc-notify-test";
+
+#[test]
+fn type_notify_unit_becomes_active_only_after_ready() {
+    let Some(host) = host::boot_or_skip(HostOptions::new()) else {
+        return;
+    };
+    import_image(&host);
+
+    let unit = start_unit(&host, "appc-notify-ok", "sleep 30");
+    let states = watch_states(&host, &unit, Duration::from_secs(20));
+    let first_active = states.iter().position(|s| s == "active");
+    let activating = states
+        .iter()
+        .take_while(|s| *s != "active")
+        .filter(|s| *s == "activating");
+    if first_active.is_none() {
+        eprintln!("{}", host.run(&["journalctl", "-u", &unit, "--no-pager", "-n", "30"]));
+    }
+    assert!(
+        activating.count() >= 3,
+        "the unit was not activating during the 2 s pre-start handler: {states:?}"
+    );
+    assert!(
+        first_active.is_some(),
+        "the unit never became active: {states:?}"
+    );
+    let status = show(&host, &unit, "StatusText");
+    assert!(status.contains("running"), "StatusText: {status:?}");
+
+    let stop = host.run(&["systemctl", "stop", &unit]);
+    assert!(stop.success(), "{stop}");
+    assert_eq!(show(&host, &unit, "ActiveState"), "inactive");
+
+    let bad = start_unit(&host, "appc-notify-bad", "exec /nonexistent");
+    let states = watch_states(&host, &bad, Duration::from_secs(20));
+    assert!(
+        !states.iter().any(|s| s == "active"),
+        "a failed pod became active: {states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("failed"),
+        "{states:?}"
+    );
+    host.shutdown().expect("teardown");
+}
+
+/// A busybox image whose pre-start handler takes 2 s, imported into the host's store.
+fn import_image(host: &TestHost) {
+    let script = format!(
+        r#"set -e
+L=/tmp/notify-image; rm -rf $L; mkdir -p $L/rootfs/bin $L/rootfs/etc
+cp /bin/busybox $L/rootfs/bin/busybox; ln -s busybox $L/rootfs/bin/sh; ln -s busybox $L/rootfs/bin/sleep
+echo 'root:x:0:0:root:/:/bin/sh' > $L/rootfs/etc/passwd; echo 'root:x:0:' > $L/rootfs/etc/group
+cat > $L/manifest <<'EOF'
+{{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/notify",
+ "labels":[{{"name":"os","value":"linux"}},{{"name":"arch","value":"amd64"}}],
+ "app":{{"exec":["/bin/sh","-c","sleep 30"],"user":"0","group":"0",
+  "eventHandlers":[{{"name":"pre-start","exec":["/bin/sh","-c","sleep 2"]}}]}}}}
+EOF
+{APPCCTL} image build $L /tmp/notify.aci
+{APPCCTL} --dir {DATA} --insecure-options=image fetch /tmp/notify.aci
+"#
+    );
+    let out = host.sh(&script);
+    assert!(out.success(), "building the image in the host: {out}");
+}
+
+/// Starts `appcctl run` of the image with `command` as a Type=notify transient service.
+fn start_unit(host: &TestHost, unit: &str, command: &str) -> String {
+    let name = format!("{unit}.service");
+    let out = host.run(&[
+        "systemd-run",
+        "--no-block",
+        "--unit",
+        &name,
+        "--service-type=notify",
+        "-p",
+        "SuccessExitStatus=143",
+        APPCCTL,
+        "--dir",
+        DATA,
+        "run",
+        "--name",
+        unit,
+        "example.com/notify",
+        "--exec",
+        "/bin/sh",
+        "--",
+        "-c",
+        command,
+    ]);
+    assert!(out.success(), "systemd-run: {out}");
+    name
+}
+
+/// ActiveState every 100 ms until it settles on active, failed or inactive (after activating).
+fn watch_states(host: &TestHost, unit: &str, timeout: Duration) -> Vec<String> {
+    let start = Instant::now();
+    let mut states = Vec::new();
+    while start.elapsed() < timeout {
+        let state = show(host, unit, "ActiveState");
+        let settled = matches!(state.as_str(), "active" | "failed")
+            || (state == "inactive" && states.iter().any(|s| s == "activating"));
+        states.push(state);
+        if settled {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    states
+}
+
+fn show(host: &TestHost, unit: &str, property: &str) -> String {
+    let out = host.run(&["systemctl", "show", "--value", "-p", property, unit]);
+    out.stdout_trimmed().to_owned()
+}
