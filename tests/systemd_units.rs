@@ -9,11 +9,11 @@
 //! (`/usr/bin/appcctl`, `/usr/libexec/appc-pod/appc-init`): the units name those paths, and
 //! `systemd-analyze verify` checks that the binaries exist.
 //!
-//! Known product limit worked around here (`make_v1_controllers_writable`): on a cgroup v1
-//! machine the host's resource controllers are read-only, and `appcctl run` (cgroupfs manager)
-//! then fails every pod, even one without isolators. The pod root needs no workaround: the
-//! host's `/var/lib/appc` is on its overlay root, and appcctl falls back to copying the image
-//! trees (overlayfs on overlayfs is refused).
+//! Inside the host systemd is PID 1, so `appcctl run` keeps the service it runs in (nspawn's
+//! `--keep-unit`): the pod's processes are in `appc-pod@NAME.service`, whose Type=notify start
+//! completes on appcctl's READY=1, and journald adds the unit's `APPC_POD=NAME` to the app's
+//! lines. The pod root needs no workaround: the host's `/var/lib/appc` is on its overlay root,
+//! and appcctl falls back to copying the image trees (overlayfs on overlayfs is refused).
 //!
 //! Needs root, systemd-nspawn and overlayfs; otherwise the test prints `SKIP: <reason>`, or fails
 //! when `APPC_TEST_NO_SKIP=1`.
@@ -79,7 +79,6 @@ fn units_work_in_a_booted_systemd() {
         gc_service_succeeds_on_an_empty_store(&host)
     });
     timed("image", || import_demo_image(&host));
-    timed("cgroups", || make_v1_controllers_writable(&host));
     timed("pod runs", || pod_runs_through_the_template(&host));
     timed("pod stops", || pod_restarts_and_stops_gracefully(&host));
     timed("pod crashes", || crashing_pod_fails_the_unit(&host));
@@ -218,23 +217,6 @@ fn import_demo_image(host: &TestHost) {
         .expect_success("appcctl fetch");
 }
 
-/// WORKAROUND (product bug, see the module docs): on a cgroup v1 machine, systemd-nspawn mounts
-/// the resource controller hierarchies read-only in the host, and appcctl's cgroupfs manager then
-/// fails every pod, even one without resource isolators (`cannot remove cgroup directory
-/// /sys/fs/cgroup/cpu/appc/UUID: Read-only file system`, exit 254). Until appcctl keeps the
-/// unit's cgroup when it runs inside a service (issue 5), the controllers appcctl uses are
-/// made writable in the host's mount namespace only (a bind remount: the machine's own mounts
-/// are untouched). The pods' cgroups then live at `appc/UUID` of the machine's hierarchies, as
-/// for the privileged tests run on the machine, and the test checks that they are removed.
-/// Nothing matches on a cgroup v2 machine, where nspawn delegates a writable subtree.
-fn make_v1_controllers_writable(host: &TestHost) {
-    host.sh(
-        "grep -E ' - cgroup [^ ]+ [^ ]*\\b(memory|cpu|cpuacct|pids)\\b' /proc/self/mountinfo \
-         | cut -d' ' -f5 | while read -r dir; do mount -o remount,bind,rw \"$dir\" || exit 1; done",
-    )
-    .expect_success("remounting the v1 controllers read-write in the host");
-}
-
 /// Writes `/etc/appc/pods/NAME.json`: one app of the demo image running `sh -c SCRIPT`.
 fn write_pod(host: &TestHost, name: &str, script: &str) {
     let pod = json!({
@@ -262,10 +244,19 @@ fn write_pod(host: &TestHost, name: &str, script: &str) {
 /// Result=success, the app's output is in the unit's journal and the exited pod stays listed.
 fn pod_runs_through_the_template(host: &TestHost) {
     write_pod(host, "demo", "echo hello-from-demo; /bin/busybox sleep 2");
+    // Type=notify: `systemctl start` returns once appcctl sent READY=1, so the pod runs now.
     host.run(&["systemctl", "start", "appc-pod@demo.service"])
         .expect_success("systemctl start appc-pod@demo");
-    let status = wait_pod_state(host, "demo", "running", Duration::from_secs(10));
+    let status = wait_pod_state(host, "demo", "running", Duration::from_secs(1));
     assert_eq!(status["name"], "demo", "{status}");
+    let text = props(host, "appc-pod@demo.service", "StatusText");
+    assert!(text["StatusText"].contains("running main"), "{text:?}");
+    // The pod keeps the service: its app's processes are in the unit's cgroup.
+    let cgroups = host.sh("cat /proc/$(pgrep -f 'busybox sleep 2' | head -1)/cgroup");
+    assert!(
+        cgroups.stdout.contains("appc-pod@demo.service"),
+        "{cgroups}"
+    );
     wait_unit_state(
         host,
         "appc-pod@demo.service",
@@ -276,7 +267,8 @@ fn pod_runs_through_the_template(host: &TestHost) {
     assert_eq!(show["Result"], "success", "{show:?}");
     assert_eq!(show["ExecMainStatus"], "0", "{show:?}");
     host.wait_for(
-        "journalctl --no-pager -q -u appc-pod@demo.service -o cat | grep -qx hello-from-demo",
+        "journalctl --no-pager -q -u appc-pod@demo.service APPC_POD=demo -o cat \
+         | grep -qx hello-from-demo",
         Duration::from_secs(10),
     )
     .unwrap_or_else(|e| {
@@ -296,8 +288,8 @@ fn pod_runs_through_the_template(host: &TestHost) {
 fn pod_restarts_and_stops_gracefully(host: &TestHost) {
     let first = list_pod(host, "demo");
     write_pod(host, "demo", "echo second-run; exec /bin/busybox sleep 30");
-    host.run(&["systemctl", "start", "appc-pod@demo.service"])
-        .expect_success("systemctl start appc-pod@demo (second time)");
+    let started = host.run(&["systemctl", "start", "appc-pod@demo.service"]);
+    assert!(started.success(), "{started}\n{}", unit_log(host, "demo"));
     let running = wait_pod_state(host, "demo", "running", Duration::from_secs(10));
     assert_ne!(
         running["uuid"], first["uuid"],
@@ -383,8 +375,7 @@ fn props(host: &TestHost, unit: &str, props: &str) -> std::collections::HashMap<
         .collect()
 }
 
-/// The cgroupfs manager removed the pod's cgroups (`appc/UUID` in every hierarchy) when the pod
-/// ended: on a v1 machine they are the machine's own (see `make_v1_controllers_writable`).
+/// No cgroupfs-manager cgroups (`appc/UUID`) exist for the pod: under systemd it keeps the unit.
 fn assert_no_pod_cgroups(host: &TestHost, uuid: &str) {
     let left = host.sh(&format!(
         "ls -d /sys/fs/cgroup/*/appc/{uuid} /sys/fs/cgroup/appc/{uuid}"

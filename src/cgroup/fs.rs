@@ -287,6 +287,11 @@ impl CgroupFs {
     fn rmdir_all(&self, dirs: &[PathBuf]) -> Result<bool, CgroupError> {
         let mut done = true;
         for dir in dirs {
+            // On a read-only cgroupfs (a container's v1 hierarchies) rmdir fails with EROFS
+            // even for a directory that is not there: nothing to remove is success.
+            if !dir.exists() {
+                continue;
+            }
             match std::fs::remove_dir(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
