@@ -243,7 +243,11 @@ fn write_pod(host: &TestHost, name: &str, script: &str) {
 /// `systemctl start appc-pod@demo`: the pod runs, exits 0, the unit ends inactive with
 /// Result=success, the app's output is in the unit's journal and the exited pod stays listed.
 fn pod_runs_through_the_template(host: &TestHost) {
-    write_pod(host, "demo", "echo hello-from-demo; /bin/busybox sleep 2");
+    write_pod(
+        host,
+        "demo",
+        "echo hello-from-demo; echo oops-from-demo >&2; /bin/busybox sleep 2",
+    );
     // Type=notify: `systemctl start` returns once appcctl sent READY=1, so the pod runs now.
     host.run(&["systemctl", "start", "appc-pod@demo.service"])
         .expect_success("systemctl start appc-pod@demo");
@@ -266,8 +270,20 @@ fn pod_runs_through_the_template(host: &TestHost) {
     let show = props(host, "appc-pod@demo.service", "Result,ExecMainStatus");
     assert_eq!(show["Result"], "success", "{show:?}");
     assert_eq!(show["ExecMainStatus"], "0", "{show:?}");
+    // Each app writes to its own journald streams: identifier = app name, stderr at err (3).
     host.wait_for(
-        "journalctl --no-pager -q -u appc-pod@demo.service APPC_POD=demo -o cat \
+        "journalctl --no-pager -q -u appc-pod@demo.service -t main -p err APPC_POD=demo -o cat \
+         | grep -qx oops-from-demo",
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "no stderr line at priority err: {e}\n{}",
+            unit_log(host, "demo")
+        )
+    });
+    host.wait_for(
+        "journalctl --no-pager -q -u appc-pod@demo.service -t main APPC_POD=demo -o cat \
          | grep -qx hello-from-demo",
         Duration::from_secs(10),
     )

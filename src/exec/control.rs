@@ -298,6 +298,8 @@ fn join_and_run(app: &AppPlan, init: i32, app_pid: i32, argv: &[String]) -> Resu
         working_dir: &app.working_dir,
         take_tty: tty,
         stdin: None,
+        stdout: None,
+        stderr: None,
     };
     let pid = process::spawn(&ctx, argv).map_err(|e| e.to_string())?;
     loop {

@@ -11,7 +11,7 @@
 //! The init is exec'd from a sealed memfd and makes itself non-dumpable, so no process of
 //! the pod can open its executable or its /proc entries (CVE-2019-5736 class).
 
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,33 @@ impl InitArgs {
     }
 }
 
+/// Where apps' output goes: the terminal (inherited), or journald streams per app.
+struct Logs {
+    journal: bool,
+    unit: Option<String>,
+}
+
+impl Logs {
+    /// The stdout and stderr streams of one process of `app` (identifier = the app's name, as
+    /// rkt did; stderr at priority err). `None` when output stays on the inherited terminal.
+    fn streams(&self, app: &str) -> Option<(OwnedFd, OwnedFd)> {
+        if !self.journal {
+            return None;
+        }
+        use crate::systemd::journal::{JournalSocket, STDERR_PRIORITY, STDOUT_PRIORITY};
+        let sock = JournalSocket::system();
+        let unit = self.unit.as_deref();
+        let open = |p| sock.open_stream(app, unit, p, false);
+        match (open(STDOUT_PRIORITY), open(STDERR_PRIORITY)) {
+            (Ok(out), Ok(err)) => Some((out, err)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("appc-init: app {app}: {e}; its output goes to the terminal");
+                None
+            }
+        }
+    }
+}
+
 struct App<'a> {
     plan: &'a AppPlan,
     root: BuiltRoot,
@@ -78,11 +105,11 @@ pub fn main(args: InitArgs) -> Result<i32, String> {
         .map_err(|e| format!("lock fd {}: {e}", args.lock_fd))?;
     let plan = read_plan(&args.plan)?;
     let signals = block_signals()?;
-    match sync::recv_msg::<ToInit>(&chan) {
-        Ok(Some(ToInit::Go)) => {}
+    let logs = match sync::recv_msg::<ToInit>(&chan) {
+        Ok(Some(ToInit::Go { journal, unit })) => Logs { journal, unit },
         other => return Err(format!("appcctl went away before the start ({other:?})")),
-    }
-    let mut apps = match start_pod(&plan) {
+    };
+    let mut apps = match start_pod(&plan, &logs) {
         Ok(apps) => apps,
         Err((error, code)) => {
             let _ = sync::send_msg(&chan, &FromInit::Failed { error, code });
@@ -95,7 +122,7 @@ pub fn main(args: InitArgs) -> Result<i32, String> {
         .collect();
     let _ = sync::send_msg(&chan, &FromInit::Started { apps: started });
     drop(chan);
-    Ok(supervise(&plan, &mut apps, &signals))
+    Ok(supervise(&plan, &logs, &mut apps, &signals))
 }
 
 fn read_plan(path: &Path) -> Result<InitPlan, String> {
@@ -120,7 +147,7 @@ fn block_signals() -> Result<SignalFd, String> {
 
 type StartError = (String, Option<i32>);
 
-fn start_pod(plan: &InitPlan) -> Result<Vec<App<'_>>, StartError> {
+fn start_pod<'a>(plan: &'a InitPlan, logs: &Logs) -> Result<Vec<App<'a>>, StartError> {
     let fail = |e: String| (e, None);
     rootfs::make_mounts_private().map_err(|e| fail(format!("make mounts private: {e}")))?;
     if plan.private_network {
@@ -143,11 +170,11 @@ fn start_pod(plan: &InitPlan) -> Result<Vec<App<'_>>, StartError> {
     }
     for app in &apps {
         if let Some(handler) = &app.plan.pre_start {
-            run_handler(plan, app, handler, "pre-start")?;
+            run_handler(plan, logs, app, handler, "pre-start")?;
         }
     }
     for app in &mut apps {
-        let pid = spawn_app(plan, app, &app.plan.exec).map_err(|e| fail(e.to_string()))?;
+        let pid = spawn_app(plan, logs, app, &app.plan.exec).map_err(|e| fail(e.to_string()))?;
         app.pid = Some(pid);
     }
     Ok(apps)
@@ -155,6 +182,7 @@ fn start_pod(plan: &InitPlan) -> Result<Vec<App<'_>>, StartError> {
 
 fn spawn_app(
     plan: &InitPlan,
+    logs: &Logs,
     app: &App<'_>,
     argv: &[String],
 ) -> Result<Pid, process::ProcessError> {
@@ -162,6 +190,12 @@ fn spawn_app(
         app: app.plan.name.clone(),
         source,
     })?;
+    // Opened per process and closed here after the fork: the app holds the only copies.
+    let streams = if plan.interactive {
+        None
+    } else {
+        logs.streams(&app.plan.name)
+    };
     let ctx = ExecContext {
         app: &app.plan.name,
         cgroup_procs: &app.plan.cgroup_procs,
@@ -172,6 +206,8 @@ fn spawn_app(
         working_dir: &app.plan.working_dir,
         take_tty: plan.interactive,
         stdin: (!plan.interactive).then(|| null.as_fd()),
+        stdout: streams.as_ref().map(|(o, _)| o.as_fd()),
+        stderr: streams.as_ref().map(|(_, e)| e.as_fd()),
     };
     process::spawn(&ctx, argv)
 }
@@ -179,12 +215,14 @@ fn spawn_app(
 /// Runs an event handler to completion in the app's context; a failure is an error.
 fn run_handler(
     plan: &InitPlan,
+    logs: &Logs,
     app: &App<'_>,
     argv: &[String],
     event: &str,
 ) -> Result<(), StartError> {
     let name = &app.plan.name;
-    let pid = spawn_app(plan, app, argv).map_err(|e| (format!("{event} handler: {e}"), None))?;
+    let pid =
+        spawn_app(plan, logs, app, argv).map_err(|e| (format!("{event} handler: {e}"), None))?;
     let status = wait_for(pid);
     match status.exit_code {
         0 => Ok(()),
@@ -227,7 +265,7 @@ fn exit_record(exit_code: i32, signal: Option<i32>) -> AppExit {
 }
 
 /// The main loop: until every app has exited.
-fn supervise(plan: &InitPlan, apps: &mut [App<'_>], signals: &SignalFd) -> i32 {
+fn supervise(plan: &InitPlan, logs: &Logs, apps: &mut [App<'_>], signals: &SignalFd) -> i32 {
     let mut first_failure: Option<i32> = None;
     let mut stop_deadline: Option<Instant> = None;
     while apps.iter().any(|a| a.exit.is_none()) {
@@ -241,7 +279,7 @@ fn supervise(plan: &InitPlan, apps: &mut [App<'_>], signals: &SignalFd) -> i32 {
             Some(Signal::SIGCHLD) => {
                 for (i, exit) in reap(apps) {
                     let failed = exit.exit_code != 0;
-                    record_exit(plan, &mut apps[i], exit);
+                    record_exit(plan, logs, &mut apps[i], exit);
                     if failed && first_failure.is_none() {
                         first_failure = apps[i].exit.as_ref().map(|e| e.exit_code);
                     }
@@ -305,9 +343,9 @@ fn reap_any() -> bool {
 
 /// Records an app's exit on disk and runs its post-stop handler (failures are reported, not
 /// fatal: the pod is stopping anyway).
-fn record_exit(plan: &InitPlan, app: &mut App<'_>, exit: AppExit) {
+fn record_exit(plan: &InitPlan, logs: &Logs, app: &mut App<'_>, exit: AppExit) {
     if let Some(handler) = &app.plan.post_stop
-        && let Err((e, _)) = run_handler(plan, app, handler, "post-stop")
+        && let Err((e, _)) = run_handler(plan, logs, app, handler, "post-stop")
     {
         eprintln!("appc-init: {e}");
     }

@@ -272,7 +272,11 @@ fn start_and_wait(
         finish(pods, pod, lock, plan)?;
         return Err(e.into());
     }
-    sync::send_msg(&ours, &ToInit::Go).map_err(io("start the pod init"))?;
+    let go = ToInit::Go {
+        journal: log_to_journal(plan),
+        unit: placement.unit().map(str::to_owned),
+    };
+    sync::send_msg(&ours, &go).map_err(io("start the pod init"))?;
     let started = sync::recv_msg::<FromInit>(&ours).map_err(io("wait for the pod init"))?;
     notify_started(plan, started.as_ref());
     spawn_forwarder(forward, pid);
@@ -294,6 +298,17 @@ fn start_and_wait(
             code: None,
         }),
     }
+}
+
+/// Apps log to journald when systemd runs the host and journald listens, unless the pod is
+/// interactive (the terminal is the app's) or `appcctl run` writes to a terminal, where the user
+/// expects to see the output (rkt and nspawn show it; `appcctl logs` reads the journal).
+fn log_to_journal(plan: &InitPlan) -> bool {
+    use std::io::IsTerminal;
+    !plan.interactive
+        && !std::io::stdout().is_terminal()
+        && crate::systemd::detect::systemd_is_pid1()
+        && crate::systemd::journal::journald_available()
 }
 
 /// sd_notify for a `Type=notify` unit running the pod: ready once every app started (best

@@ -42,6 +42,9 @@ pub struct ExecContext<'a> {
     pub take_tty: bool,
     /// Replace stdin by /dev/null (opened before the fork, in the caller's root).
     pub stdin: Option<BorrowedFd<'a>>,
+    /// Replace stdout and stderr (journald streams of the app).
+    pub stdout: Option<BorrowedFd<'a>>,
+    pub stderr: Option<BorrowedFd<'a>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,12 @@ fn setup_stdio(ctx: &ExecContext<'_>) -> Result<(), String> {
     rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
     if let Some(stdin) = ctx.stdin {
         rustix::stdio::dup2_stdin(stdin).map_err(|e| format!("stdin: {e}"))?;
+    }
+    if let Some(out) = ctx.stdout {
+        rustix::stdio::dup2_stdout(out).map_err(|e| format!("stdout: {e}"))?;
+    }
+    if let Some(err) = ctx.stderr {
+        rustix::stdio::dup2_stderr(err).map_err(|e| format!("stderr: {e}"))?;
     }
     if ctx.take_tty {
         // The terminal passes through as stdio in any case. It becomes the controlling tty only

@@ -24,8 +24,9 @@ const MAX_MESSAGE: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToInit {
-    /// sync 1: the init is in its cgroup; go on.
-    Go,
+    /// sync 1: the init is placed (its cgroup, scope or kept service); go on. With
+    /// `journal`, apps' stdout and stderr are journald streams naming `unit` (known only now).
+    Go { journal: bool, unit: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,8 +79,12 @@ mod tests {
     #[test]
     fn messages_cross_and_eof_is_none() {
         let (a, b) = channel().unwrap();
-        send_msg(&a, &ToInit::Go).unwrap();
-        assert_eq!(recv_msg::<ToInit>(&b).unwrap(), Some(ToInit::Go));
+        let go = ToInit::Go {
+            journal: true,
+            unit: Some("appc-x.scope".into()),
+        };
+        send_msg(&a, &go).unwrap();
+        assert_eq!(recv_msg::<ToInit>(&b).unwrap(), Some(go));
         let failed = FromInit::Failed {
             error: "x".into(),
             code: Some(3),
