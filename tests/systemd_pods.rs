@@ -1,0 +1,121 @@
+//! Pods under a real systemd (the test host): `appcctl run` from a shell puts the pod into a
+//! transient scope `appc-<name>.scope` in machine.slice with its limits as properties, and
+//! registers it with machined; `machinectl terminate` and `appcctl stop` both end it, and
+//! `appcctl status` then says exited.
+
+mod host;
+
+use std::time::Duration;
+
+use host::{HostOptions, TestHost};
+
+const APPCCTL: &str = env!("CARGO_BIN_EXE_appcctl");
+const DATA: &str = "/var/lib/appc-pods-test";
+
+#[test]
+fn scope_pods_are_machines() {
+    let Some(host) = host::boot_or_skip(HostOptions::new()) else {
+        return;
+    };
+    import_image(&host);
+
+    start_in_background(
+        &host,
+        "sc1",
+        &["--memory", "64Mi", "--cpu", "500m"],
+        "sleep 60",
+    );
+    wait(&host, "systemctl is-active appc-sc1.scope");
+    let props = show(
+        &host,
+        "appc-sc1.scope",
+        "Slice,MemoryMax,CPUQuotaPerSecUSec,Delegate",
+    );
+    assert!(props.contains("Slice=machine.slice"), "{props}");
+    assert!(props.contains("MemoryMax=67108864"), "{props}");
+    assert!(props.contains("CPUQuotaPerSecUSec=500ms"), "{props}");
+    assert!(props.contains("Delegate=yes"), "{props}");
+    // The app itself is in the scope (the init's child inherits the scope's cgroup).
+    let cg = host.sh("cat /proc/$(pgrep -x sleep | head -1)/cgroup");
+    assert!(cg.stdout.contains("machine.slice/appc-sc1.scope"), "{cg}");
+    let list = host.run(&["machinectl", "list", "--no-legend"]);
+    assert!(
+        list.stdout.contains("sc1") && list.stdout.contains("container"),
+        "{list}"
+    );
+    let status = host.run(&["machinectl", "status", "sc1"]);
+    assert!(status.stdout.contains("appc-sc1.scope"), "{status}");
+    let record = appcctl(&host, &["status", "--format", "json", "sc1"]);
+    assert!(record.contains("\"state\": \"running\""), "{record}");
+
+    // machinectl terminate ends the pod; appcctl records it as exited.
+    let term = host.run(&["machinectl", "terminate", "sc1"]);
+    assert!(term.success(), "{term}");
+    wait(
+        &host,
+        &format!("{APPCCTL} --dir {DATA} status sc1 | grep -qx state=exited"),
+    );
+    wait(&host, "! systemctl is-active -q appc-sc1.scope");
+
+    // appcctl stop on a scope pod: graceful, the scope goes away, no mount is left.
+    start_in_background(&host, "sc2", &[], "sleep 60");
+    wait(&host, "systemctl is-active appc-sc2.scope");
+    let stop = appcctl(&host, &["stop", "sc2"]);
+    assert!(stop.contains("sc2: stopped"), "{stop}");
+    wait(&host, "! systemctl is-active -q appc-sc2.scope");
+    let mounts = host.sh(&format!("grep -c {DATA} /proc/self/mountinfo"));
+    assert_eq!(mounts.stdout_trimmed(), "0", "pod mounts left: {mounts}");
+
+    // A failing app: `run` exits with its status, also under a scope.
+    let out = host.sh(&format!(
+        "{APPCCTL} --dir {DATA} run --name sc3 example.com/pods --exec /bin/sh -- -c 'exit 5'"
+    ));
+    assert_eq!(out.code, Some(5), "{out}");
+    host.shutdown().expect("teardown");
+}
+
+fn import_image(host: &TestHost) {
+    let script = format!(
+        r#"set -e
+L=/tmp/pods-image; rm -rf $L; mkdir -p $L/rootfs/bin $L/rootfs/etc
+cp /bin/busybox $L/rootfs/bin/busybox; ln -s busybox $L/rootfs/bin/sh; ln -s busybox $L/rootfs/bin/sleep
+echo 'root:x:0:0:root:/:/bin/sh' > $L/rootfs/etc/passwd; echo 'root:x:0:' > $L/rootfs/etc/group
+cat > $L/manifest <<'EOF'
+{{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/pods",
+ "labels":[{{"name":"os","value":"linux"}},{{"name":"arch","value":"amd64"}}],
+ "app":{{"exec":["/bin/sh","-c","sleep 60"],"user":"0","group":"0"}}}}
+EOF
+{APPCCTL} image build $L /tmp/pods.aci
+{APPCCTL} --dir {DATA} --insecure-options=image fetch /tmp/pods.aci
+"#
+    );
+    let out = host.sh(&script);
+    assert!(out.success(), "building the image in the host: {out}");
+}
+
+/// `appcctl run` from a plain shell of the host (not a service: so it allocates a scope).
+fn start_in_background(host: &TestHost, name: &str, flags: &[&str], command: &str) {
+    let script = format!(
+        "nohup {APPCCTL} --dir {DATA} run --name {name} example.com/pods {} \
+         --exec /bin/sh -- -c '{command}' > /tmp/{name}.log 2>&1 &",
+        flags.join(" ")
+    );
+    let out = host.sh(&script);
+    assert!(out.success(), "{out}");
+}
+
+fn wait(host: &TestHost, condition: &str) {
+    host.wait_for(condition, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{condition}: {e}\n{}", host.sh("cat /tmp/sc*.log")));
+}
+
+fn show(host: &TestHost, unit: &str, props: &str) -> String {
+    host.run(&["systemctl", "show", "-p", props, unit]).stdout
+}
+
+fn appcctl(host: &TestHost, args: &[&str]) -> String {
+    let mut argv = vec![APPCCTL, "--dir", DATA];
+    argv.extend_from_slice(args);
+    let out = host.run(&argv);
+    format!("{}{}", out.stdout, out.stderr)
+}
