@@ -26,7 +26,10 @@ fn type_notify_unit_becomes_active_only_after_ready() {
         .take_while(|s| *s != "active")
         .filter(|s| *s == "activating");
     if first_active.is_none() {
-        eprintln!("{}", host.run(&["journalctl", "-u", &unit, "--no-pager", "-n", "30"]));
+        eprintln!(
+            "{}",
+            host.run(&["journalctl", "-u", &unit, "--no-pager", "-n", "30"])
+        );
     }
     assert!(
         activating.count() >= 3,
