@@ -255,6 +255,13 @@ fn pod_runs_through_the_template(host: &TestHost) {
     assert_eq!(status["name"], "demo", "{status}");
     let text = props(host, "appc-pod@demo.service", "StatusText");
     assert!(text["StatusText"].contains("running main"), "{text:?}");
+    // machined knows the pod, held by the service it kept.
+    let machine = host.run(&["machinectl", "show", "demo"]);
+    assert!(
+        machine.stdout.contains("Unit=appc-pod@demo.service")
+            && machine.stdout.contains("Class=container"),
+        "{machine}"
+    );
     // The pod keeps the service: its app's processes are in the unit's cgroup.
     let cgroups = host.sh("cat /proc/$(pgrep -f 'busybox sleep 2' | head -1)/cgroup");
     assert!(
