@@ -60,6 +60,22 @@ fn scope_pods_are_machines() {
     // appcctl stop on a scope pod: graceful, the scope goes away, no mount is left.
     start_in_background(&host, "sc2", &[], "sleep 60");
     wait(&host, "systemctl is-active appc-sc2.scope");
+    // enter joins the pod's scope too (and its namespaces: PID 1 is the pod's init).
+    let entered = appcctl(
+        &host,
+        &[
+            "enter",
+            "sc2",
+            "/bin/sh",
+            "-c",
+            "cat /proc/self/cgroup; cat /proc/1/comm",
+        ],
+    );
+    assert!(
+        entered.contains("machine.slice/appc-sc2.scope"),
+        "{entered}"
+    );
+    assert!(entered.contains("appc-init"), "{entered}");
     let stop = appcctl(&host, &["stop", "sc2"]);
     assert!(stop.contains("sc2: stopped"), "{stop}");
     wait(&host, "! systemctl is-active -q appc-sc2.scope");

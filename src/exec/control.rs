@@ -254,7 +254,11 @@ fn cgroup_procs_of(pid: i32) -> Vec<std::path::PathBuf> {
             c => root.join(c.strip_prefix("name=").unwrap_or(c)),
         };
         let procs = base.join(path.trim_start_matches('/')).join("cgroup.procs");
-        if procs.is_file() {
+        // A read-only hierarchy (a container's v1 controllers) holds the app where it is for
+        // good: there is nothing to join, and writing would fail with EROFS.
+        let writable = rustix::fs::statvfs(&procs)
+            .is_ok_and(|v| !v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+        if procs.is_file() && writable {
             out.push(procs);
         }
     }
