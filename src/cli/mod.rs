@@ -6,6 +6,7 @@
 mod fetch;
 mod image;
 mod image_build;
+mod logs;
 mod output;
 mod pods;
 mod run;
@@ -84,6 +85,8 @@ pub enum Command {
     Gc(pods::GcArgs),
     /// Print a pod's manifest.
     CatManifest(pods::CatManifestArgs),
+    /// Show a pod's app output from the journal, also after it exited.
+    Logs(logs::LogsArgs),
 }
 
 /// The security checks `--insecure-options` can turn off.
@@ -152,6 +155,7 @@ impl Cli {
             Command::Rm(a) => pods::rm(&self.global, a),
             Command::Gc(a) => pods::gc(&self.global, a),
             Command::CatManifest(a) => pods::cat_manifest(&self.global, a),
+            Command::Logs(a) => logs::logs(&self.global, a),
         }
     }
 }
