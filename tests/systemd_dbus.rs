@@ -122,7 +122,7 @@ const OUR_CALLS: &[(&str, &str, &str, &str, &str)] = &[
 
 #[test]
 fn systemd_dbus_in_test_host() {
-    let Some(host) = host::boot_or_skip(HostOptions::new()) else {
+    let Some(host) = host::boot_or_skip(HostOptions::new().with_build()) else {
         return;
     };
     eprintln!("booted {} in {:?}", host.name(), host.boot_time());
@@ -244,8 +244,8 @@ fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
 
 /// Runs `child_in_host` inside the host and requires that it ran and passed.
 fn run_child(host: &TestHost) {
-    let exe = std::env::current_exe().expect("current_exe");
-    let exe = exe.to_str().expect("test binary path is UTF-8");
+    let exe = host::test_exe();
+    let exe = exe.as_str();
     let pod = format!("dbus-{}", host::random_hex(3));
     let env = format!("{CHILD_ENV}={pod}");
     let out = host.run_timeout(

@@ -113,12 +113,13 @@ fn child_send(nonce: &str) {
 #[test]
 fn journal_in_systemd_host() {
     let started = Instant::now();
-    let Some(host) = host::boot_or_skip(HostOptions::new().target("basic.target")) else {
+    let Some(host) = host::boot_or_skip(HostOptions::new().target("basic.target").with_build())
+    else {
         return;
     };
     eprintln!("booted {} in {:?}", host.name(), host.boot_time());
-    let exe = std::env::current_exe().expect("test binary path");
-    let exe = exe.to_str().expect("UTF-8 test binary path");
+    let exe = host::test_exe();
+    let exe = exe.as_str();
 
     scopes_refuse_log_extra_fields(&host);
     streams_reach_the_journal(&host, exe, false);

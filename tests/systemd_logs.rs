@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use host::{HostOptions, RunOutput, TestHost};
 use serde_json::Value;
 
-const APPCCTL: &str = env!("CARGO_BIN_EXE_appcctl");
+const APPCCTL: &str = host::APPCCTL;
 const DATA: &str = "/var/lib/appc-logs-test";
 const IMAGE: &str = "example.com/logs";
 const POD: &str = "logs-demo";
@@ -48,7 +48,8 @@ const EARLY: usize = 6;
 #[test]
 fn logs_in_systemd_host() {
     let started = Instant::now();
-    let Some(host) = host::boot_or_skip(HostOptions::new().target("basic.target")) else {
+    let Some(host) = host::boot_or_skip(HostOptions::new().target("basic.target").with_build())
+    else {
         return;
     };
     eprintln!("booted {} in {:?}", host.name(), host.boot_time());
@@ -389,7 +390,7 @@ fn pod_without_systemd_has_nothing_to_show() {
     let data = dir.path().join("data");
     let data = data.to_str().expect("UTF-8 path");
     let appcctl = |args: &[&str]| -> Output {
-        Command::new(APPCCTL)
+        Command::new(env!("CARGO_BIN_EXE_appcctl"))
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("running appcctl: {e}"))

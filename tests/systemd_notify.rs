@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use host::{HostOptions, TestHost};
 
-const APPCCTL: &str = env!("CARGO_BIN_EXE_appcctl");
+const APPCCTL: &str = host::APPCCTL;
 const DATA: &str = "/var/lib/appc-notify-test";
 
 #[test]
 fn type_notify_unit_becomes_active_only_after_ready() {
-    let Some(host) = host::boot_or_skip(HostOptions::new()) else {
+    let Some(host) = host::boot_or_skip(HostOptions::new().with_build()) else {
         return;
     };
     import_image(&host);

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use host::{HostOptions, TestHost};
 
-const APPCCTL: &str = env!("CARGO_BIN_EXE_appcctl");
+const APPCCTL: &str = host::APPCCTL;
 const DATA: &str = "/var/lib/appc-pods-test";
 
 #[test]
 fn scope_pods_are_machines() {
-    let Some(host) = host::boot_or_skip(HostOptions::new()) else {
+    let Some(host) = host::boot_or_skip(HostOptions::new().with_build()) else {
         return;
     };
     import_image(&host);

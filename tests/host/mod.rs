@@ -390,6 +390,18 @@ impl TestHost {
 }
 
 /// `bytes` random bytes from the kernel, as lowercase hex (for unique names and test markers).
+/// Where [`HostOptions::with_build`] installs this build's appcctl inside the host.
+pub const APPCCTL: &str = "/usr/local/bin/appcctl";
+
+/// Where [`HostOptions::with_build`] installs the running test binary inside the host.
+pub fn test_exe() -> String {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let name = exe
+        .file_name()
+        .map_or_else(|| "test".into(), |n| n.to_string_lossy().into_owned());
+    format!("/usr/local/libexec/appc-test/{name}")
+}
+
 pub fn random_hex(bytes: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];

@@ -42,6 +42,21 @@ impl HostOptions {
         self
     }
 
+    /// Installs this build's `appcctl` and `appc-init` as [`super::APPCCTL`] (appcctl finds
+    /// appc-init beside itself) and this test binary at [`super::test_exe`], for tests that
+    /// run them inside the host. The host does not see the build's own paths when the checkout
+    /// is under /tmp: systemd mounts a fresh tmpfs there.
+    pub fn with_build(self) -> Self {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        self.install(env!("CARGO_BIN_EXE_appcctl"), super::APPCCTL, 0o755)
+            .install(
+                env!("CARGO_BIN_EXE_appc-init"),
+                "/usr/local/bin/appc-init",
+                0o755,
+            )
+            .install(exe, &super::test_exe(), 0o755)
+    }
+
     /// Copies the local directory tree `src` into `dest` inside the host (merging with what is
     /// there), keeping modes and symlinks — e.g. `units/` into `/etc/systemd/system`.
     pub fn install_dir(mut self, src: impl AsRef<Path>, dest: &str) -> Self {
