@@ -36,6 +36,7 @@ fn scope_pods_are_machines() {
     assert!(props.contains("CPUQuotaPerSecUSec=500ms"), "{props}");
     assert!(props.contains("Delegate=yes"), "{props}");
     // The app itself is in the scope (the init's child inherits the scope's cgroup).
+    wait(&host, "pgrep -x sleep"); // the app starts only after its scope exists
     let cg = host.sh("cat /proc/$(pgrep -x sleep | head -1)/cgroup");
     assert!(cg.stdout.contains("machine.slice/appc-sc1.scope"), "{cg}");
     let list = host.run(&["machinectl", "list", "--no-legend"]);
