@@ -36,7 +36,7 @@ mod fs;
 mod resources;
 
 pub use fs::{CgroupFs, Controller, Version};
-pub use resources::{IsolatorReport, Outcome, Resources};
+pub use resources::{IsolatorReport, Outcome, Resources, shares_to_weight};
 
 use std::io;
 use std::path::PathBuf;

@@ -60,7 +60,7 @@ pub fn stop_pod(
     timeout: Duration,
     force: bool,
 ) -> Result<Stopped, ControlError> {
-    let label = label(pod);
+    let label = pod.label();
     let info = pods.info(pod)?;
     if info.state != PodState::Running {
         return Err(ControlError::NotRunning {
@@ -154,11 +154,6 @@ fn settle(pods: &PodStore, pod: &Pod) -> Result<(), ControlError> {
     Ok(())
 }
 
-fn label(pod: &Pod) -> String {
-    pod.name()
-        .map_or_else(|| pod.uuid().to_string(), |n| n.to_string())
-}
-
 /// Runs `argv` (default: the app's shell) in app `app` of a running pod; returns its status.
 pub fn enter_pod(
     pods: &PodStore,
@@ -166,7 +161,7 @@ pub fn enter_pod(
     app: Option<&str>,
     argv: &[String],
 ) -> Result<i32, ControlError> {
-    let label = label(pod);
+    let label = pod.label();
     let err = |reason: String| ControlError::Enter {
         pod: label.clone(),
         reason,

@@ -116,7 +116,7 @@ pub fn run_pod(
 }
 
 fn take_prepared(pods: &PodStore, pod: &Pod) -> Result<PodLock, LaunchError> {
-    let name = pod_label(pod);
+    let name = pod.label();
     let lock = pod
         .try_lock_exclusive()?
         .ok_or_else(|| LaunchError::Busy { pod: name.clone() })?;
@@ -125,11 +125,6 @@ fn take_prepared(pods: &PodStore, pod: &Pod) -> Result<PodLock, LaunchError> {
         return Err(LaunchError::NotPrepared { pod: name, state });
     }
     Ok(lock)
-}
-
-fn pod_label(pod: &Pod) -> String {
-    pod.name()
-        .map_or_else(|| pod.uuid().to_string(), |n| n.to_string())
 }
 
 type Reports = Vec<(Option<String>, IsolatorReport)>;
@@ -169,7 +164,7 @@ fn make_plan(
         reports.extend(r.into_iter().map(|r| (Some(app.name.clone()), r)));
         apps.push(app);
     }
-    let label = pod_label(pod);
+    let label = pod.label();
     let plan = InitPlan {
         pod_uuid: pod.uuid().to_string(),
         pod_name: label.clone(),
@@ -460,7 +455,7 @@ pub fn images_in_use(
         let Ok(pod) = pods.get(&info.uuid.to_string()) else {
             continue; // removed meanwhile
         };
-        let label = pod_label(&pod);
+        let label = pod.label();
         for app in pod.manifest()?.apps {
             let Some(id) = app.image.id else { continue };
             let Ok(image) = store.resolve(id.as_ref()) else {

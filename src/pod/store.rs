@@ -83,6 +83,13 @@ impl Pod {
         self.name.as_ref()
     }
 
+    /// How messages name the pod: its name, or its uuid for a pod without one.
+    pub fn label(&self) -> String {
+        self.name
+            .as_ref()
+            .map_or_else(|| self.uuid.to_string(), |n| n.to_string())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

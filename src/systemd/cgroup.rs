@@ -11,21 +11,13 @@
 //! Instead the executor builds a [`ScopeRequest`] with [`scope_request`] once the init exists and
 //! calls [`super::scope::allocate`]; kill and remove are [`super::scope::terminate`].
 
-use crate::cgroup::Resources;
+use crate::cgroup::{Resources, shares_to_weight};
 
 use super::scope::ScopeRequest;
 
-/// systemd's v1-shares → v2-weight mapping, the same formula as the cgroupfs manager's
-/// (`crate::cgroup` keeps its copy in a private module): `1 + ((shares - 2) * 9999) / 262142`,
-/// shares clamped to 2..=262144, so 1024 maps to 39.
-pub fn shares_to_weight(shares: u64) -> u64 {
-    let shares = shares.clamp(2, 262_144);
-    1 + ((shares - 2) * 9999) / 262_142
-}
-
 /// The scope of pod `pod_name` holding `pids` with `res` as its limits: `memory_max` →
 /// `MemoryMax`, `cpu_quota_milli` → `CPUQuotaPerSecUSec` (milli-CPUs × 1000 µs per second),
-/// `cpu_weight_shares` → `CPUWeight` ([`shares_to_weight`]), `pids_max` → `TasksMax`.
+/// `cpu_weight_shares` → `CPUWeight` (the cgroupfs manager's [`shares_to_weight`]), `pids_max` → `TasksMax`.
 pub fn scope_request(pod_name: &str, pids: Vec<u32>, res: &Resources) -> ScopeRequest {
     ScopeRequest {
         memory_max: res.memory_max,
