@@ -448,6 +448,15 @@ fn the_same_tree_gives_the_same_bytes() {
         .expect("cp");
     assert!(status.success());
     fs::remove_file(copy.join("rootfs/sock")).ok(); // cp -a may or may not copy sockets
+    // Removing the socket touched the copy's rootfs mtime (seconds are in the
+    // tar header): put back the original's, or the test races the clock.
+    let mtime = fs::metadata(dir.join("rootfs"))
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    fs::File::open(copy.join("rootfs"))
+        .and_then(|d| d.set_modified(mtime))
+        .expect("set mtime");
     let copied = build(&copy, &tmp.path().join("copy.aci"));
     assert_eq!(copied.image_id, first.image_id);
 }

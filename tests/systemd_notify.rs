@@ -18,7 +18,11 @@ fn type_notify_unit_becomes_active_only_after_ready() {
     };
     import_image(&host);
 
-    let unit = start_unit(&host, "appc-notify-ok", "sleep 30");
+    let unit = start_unit(
+        &host,
+        "appc-notify-ok",
+        &["--exec", "/bin/sh", "--", "-c", "sleep 30"],
+    );
     let states = watch_states(&host, &unit, Duration::from_secs(20));
     let first_active = states.iter().position(|s| s == "active");
     let activating = states
@@ -46,7 +50,9 @@ fn type_notify_unit_becomes_active_only_after_ready() {
     assert!(stop.success(), "{stop}");
     assert_eq!(show(&host, &unit, "ActiveState"), "inactive");
 
-    let bad = start_unit(&host, "appc-notify-bad", "exec /nonexistent");
+    // The app's execve fails inside the pod: it never starts, so READY=1 is never sent. (A shell
+    // that execs a missing file would start, make the pod ready, then fail.)
+    let bad = start_unit(&host, "appc-notify-bad", &["--exec", "/nonexistent"]);
     let states = watch_states(&host, &bad, Duration::from_secs(20));
     assert!(
         !states.iter().any(|s| s == "active"),
@@ -81,10 +87,10 @@ EOF
     assert!(out.success(), "building the image in the host: {out}");
 }
 
-/// Starts `appcctl run` of the image with `command` as a Type=notify transient service.
-fn start_unit(host: &TestHost, unit: &str, command: &str) -> String {
+/// Starts `appcctl run` of the image with `app_args` as a Type=notify transient service.
+fn start_unit(host: &TestHost, unit: &str, app_args: &[&str]) -> String {
     let name = format!("{unit}.service");
-    let out = host.run(&[
+    let mut argv = vec![
         "systemd-run",
         "--no-block",
         "--unit",
@@ -99,12 +105,9 @@ fn start_unit(host: &TestHost, unit: &str, command: &str) -> String {
         "--name",
         unit,
         "example.com/notify",
-        "--exec",
-        "/bin/sh",
-        "--",
-        "-c",
-        command,
-    ]);
+    ];
+    argv.extend_from_slice(app_args);
+    let out = host.run(&argv);
     assert!(out.success(), "systemd-run: {out}");
     name
 }
