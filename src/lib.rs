@@ -8,9 +8,13 @@
 pub mod aci;
 pub mod cgroup;
 pub mod cli;
+pub mod discovery;
 pub mod exec;
+pub mod metadata;
+pub mod net;
 pub mod pod;
 pub mod schema;
 pub mod store;
 pub mod sys;
 pub mod systemd;
+pub mod trust;
