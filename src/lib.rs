@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod discovery;
 pub mod exec;
+pub mod fetch;
 pub mod metadata;
 pub mod net;
 pub mod pod;
