@@ -271,6 +271,9 @@ fn status_lines(v: &PodView) -> Vec<String> {
     if let Some(pid) = r.init_pid {
         out.push(format!("pid={pid}"));
     }
+    if let Some(unit) = &r.unit {
+        out.push(format!("unit={}", printable(unit)));
+    }
     if is_finished(v.info.state)
         && let Some(code) = pod_exit_code(&v.apps)
     {
@@ -614,6 +617,7 @@ fn pod_json(v: &PodView) -> serde_json::Value {
         "started": r.started.map(rfc3339),
         "exited": r.exited.map(rfc3339),
         "initPid": r.init_pid,
+        "unit": r.unit,
         "exitCode": if finished { pod_exit_code(&v.apps) } else { None },
         "apps": apps,
         "isolators": v.isolators,

@@ -163,8 +163,18 @@ fn launch_pod(
         no_overlay: options.no_overlay,
         stop_timeout_ms: options.stop_timeout_ms,
         debug: g.debug,
+        slice: options.slice.clone(),
+        keep_unit: options.keep_unit,
     };
-    match launch::run_pod(store, pods, pod, &opts) {
+    let echo = echo_on_terminal(pods, pod, &opts);
+    let result = launch::run_pod(store, pods, pod, &opts);
+    if let Some(echo) = echo {
+        // The pod has ended and released its lock: the echo prints its last lines and returns.
+        if let Ok(Err(e)) = echo.join() {
+            tracing::warn!("showing the pod's output: {e:#}");
+        }
+    }
+    match result {
         Ok(outcome) => Ok(exit_code(outcome.exit_code)),
         // A failing pre-start handler is the pod's failure: its status is the pod's.
         Err(LaunchError::Start {
@@ -177,6 +187,23 @@ fn launch_pod(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// On a terminal, apps that log to journald are shown there too, read back from the journal
+/// by a thread (see `logs::echo_running_pod`); piped, the journal alone has them.
+fn echo_on_terminal(
+    pods: &PodStore,
+    pod: &Pod,
+    opts: &LaunchOptions,
+) -> Option<std::thread::JoinHandle<anyhow::Result<()>>> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !launch::logs_to_journal(opts.interactive) {
+        return None;
+    }
+    let (pods, pod) = (pods.clone(), pod.clone());
+    Some(std::thread::spawn(move || {
+        super::logs::echo_running_pod(&pods, &pod)
+    }))
 }
 
 fn exit_code(code: i32) -> ExitCode {

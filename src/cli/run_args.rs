@@ -49,7 +49,8 @@ Pod flags (before the first image):
   --uuid-file-save FILE     write the pod's UUID to FILE
   --pod-manifest FILE       run this pod manifest; its images are looked up in the store
                             (only --name, --uuid-file-save, --hostname, --interactive, --net,
-                            --no-overlay and --stop-timeout may go with it)
+                            --no-overlay, --stop-timeout, --slice and --keep-unit may go
+                            with it)
   --volume NAME,kind=host,source=PATH[,readOnly=BOOL][,recursive=BOOL]
   --volume NAME,kind=empty[,readOnly=BOOL][,mode=0755][,uid=N][,gid=N]
                             a pod volume (repeatable); an image mount point of the same name
@@ -64,6 +65,9 @@ Pod flags (before the first image):
   --no-overlay              copy image trees instead of mounting overlays
   --stop-timeout DURATION   time between SIGTERM and SIGKILL on stop (10s, 1m30s, 500ms;
                             a bare number is seconds; default 10s)
+  --slice NAME.slice        under systemd: the slice of the pod's scope (default machine.slice)
+  --keep-unit               under systemd: no scope of its own; the pod stays in the unit
+                            appcctl runs in (automatic in a service, as appc-pod@.service)
 
 App flags (after the image they apply to):
   --exec PATH               run PATH instead of the image's exec[0]
@@ -196,6 +200,8 @@ const FLAGS: &[(&str, Scope, Arity)] = &[
     ("net", Scope::Pod, Arity::Value),
     ("no-overlay", Scope::Pod, Arity::Bool),
     ("stop-timeout", Scope::Pod, Arity::Value),
+    ("slice", Scope::Pod, Arity::Value),
+    ("keep-unit", Scope::Pod, Arity::Bool),
     ("exec", Scope::App, Arity::Value),
     ("name", Scope::App, Arity::Value),
     ("user", Scope::App, Arity::Value),
@@ -458,6 +464,8 @@ fn apply_pod_flag(pod: &mut PodFlags, name: &str, value: &str) -> Applied {
         "net" => pod.net = parse_net(value)?,
         "no-overlay" => pod.no_overlay = parse_bool(value)?,
         "stop-timeout" => pod.stop_timeout_ms = Some(parse_duration_ms(value)?),
+        "slice" => pod.slice = Some(parse_slice(value)?),
+        "keep-unit" => pod.keep_unit = parse_bool(value)?,
         other => return Err(format!("--{other} is not a pod flag")),
     }
     Ok(())
@@ -627,6 +635,24 @@ fn parse_env(s: &str) -> Result<EnvVar, String> {
         name,
         value: value.to_owned(),
     })
+}
+
+/// A slice unit name (`machine.slice`, `appc-web.slice`): systemd would refuse anything else,
+/// after the pod's init already exists.
+fn parse_slice(s: &str) -> Result<String, String> {
+    let stem = s.strip_suffix(".slice").unwrap_or("");
+    let valid = !stem.is_empty()
+        && s.len() <= 255
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:\\".contains(&b));
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a slice unit name: letters, digits and -_.:\\ ending in .slice (e.g. machine.slice)"
+        ))
+    }
 }
 
 /// A host name as sethostname(2) takes it: at most 64 bytes (HOST_NAME_MAX), RFC 1123 labels.
@@ -878,6 +904,9 @@ mod tests {
 
     #[test]
     fn both_value_forms() {
+        let k = ok("--slice appc-web.slice --keep-unit img");
+        assert_eq!(k.pod.slice.as_deref(), Some("appc-web.slice"));
+        assert!(k.pod.keep_unit);
         let a = ok("--hostname=h1 --stop-timeout 5s img --memory=128M --cpu 500m");
         let b = ok("--hostname h1 --stop-timeout=5s img --memory 128M --cpu=500m");
         assert_eq!(a, b);
@@ -1136,6 +1165,9 @@ mod tests {
             ("--net bridge img", "is not a network mode"),
             ("--hostname -bad img", "is not a host name"),
             ("--hostname a_b img", "is not a host name"),
+            ("--slice machine img", "is not a slice unit name"),
+            ("--slice .slice img", "is not a slice unit name"),
+            ("--slice a/b.slice img", "is not a slice unit name"),
             ("--stop-timeout 5x img", "is not a duration"),
             ("--stop-timeout s img", "is not a duration"),
             ("--interactive=1 img", "is not a boolean"),

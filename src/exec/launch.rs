@@ -16,6 +16,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use rustix::fs::{MemfdFlags, SealFlags};
 
+use super::app_notify::{self, AppSockets};
 use super::cgroups;
 use super::init::AppExit;
 use super::manager::{self, Kind, Placement};
@@ -83,6 +84,10 @@ pub struct LaunchOptions {
     pub stop_timeout_ms: u64,
     /// Print the G3 isolator report to stderr.
     pub debug: bool,
+    /// Under systemd: the slice of the pod's scope (`None`: machine.slice).
+    pub slice: Option<String>,
+    /// Under systemd: keep appcctl's own unit instead of allocating a scope.
+    pub keep_unit: bool,
 }
 
 /// The outcome of a pod run.
@@ -101,15 +106,19 @@ pub fn run_pod(
 ) -> Result<RunOutcome, LaunchError> {
     let lock = take_prepared(pods, pod)?;
     let manifest = pod.manifest()?;
-    let kind = Kind::detect();
+    let kind = Kind::detect(opts.keep_unit);
     let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind)?;
     manager::adjust_reports(&kind, plan.apps.len(), &mut reports);
     write_reports(pod, &reports)?;
     if opts.debug {
-        eprintln!("appcctl: resources managed by {kind:?}");
-        reports.iter().for_each(|(_, r)| eprintln!("appcctl: {r}"));
+        let (name, uuid) = (&plan.pod_name, &plan.pod_uuid);
+        tracing::debug!(appc_pod = %name, appc_pod_uuid = %uuid, "resources managed by {kind:?}");
+        for (_, r) in &reports {
+            tracing::debug!(appc_pod = %name, appc_pod_uuid = %uuid, "{r}");
+        }
     }
     let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
+    placement.set_slice(opts.slice.clone());
     let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement);
     placement.release(pod.uuid());
     result
@@ -159,7 +168,10 @@ fn make_plan(
                 Vec::new() // the apps stay in the pod's unit with the init
             },
         };
-        let (app, r) = plan::plan_app(store, manifest, pod.dir(), input).map_err(Box::new)?;
+        let (mut app, r) = plan::plan_app(store, manifest, pod.dir(), input).map_err(Box::new)?;
+        if app_notify::wanted(&image.manifest) {
+            app_notify::add_to_plan(&mut app, pod.dir());
+        }
         prepare_app_dirs(store, &image, &app)?;
         reports.extend(r.into_iter().map(|r| (Some(app.name.clone()), r)));
         apps.push(app);
@@ -251,6 +263,8 @@ fn start_and_wait(
     let forward = block_stop_signals()?;
     let (ours, theirs) = sync::channel().map_err(io("create the init channel"))?;
     let init = sealed_init()?;
+    let notifiers = AppSockets::bind(pod.dir(), &app_notify::apps_in(plan))
+        .map_err(io("bind the apps' notify sockets"))?;
     let mut child = spawn_init(&init, pod, plan, &theirs, lock)?;
     drop(theirs);
     let pid = child.id();
@@ -268,13 +282,16 @@ fn start_and_wait(
         return Err(e.into());
     }
     let go = ToInit::Go {
-        journal: log_to_journal(plan),
+        journal: logs_to_journal(plan.interactive),
         unit: placement.unit().map(str::to_owned),
     };
     sync::send_msg(&ours, &go).map_err(io("start the pod init"))?;
     let started = sync::recv_msg::<FromInit>(&ours).map_err(io("wait for the pod init"))?;
-    notify_started(plan, started.as_ref());
     spawn_forwarder(forward, pid);
+    let ready = matches!(started, Some(FromInit::Started { .. }))
+        && (notifiers.is_empty() || notifiers.wait_ready(&mut child));
+    notify_started(plan, started.as_ref(), ready);
+    notifiers.relay_in_background();
     let status = child.wait().map_err(io("wait for the pod init"))?;
     let code = status
         .code()
@@ -296,19 +313,18 @@ fn start_and_wait(
 }
 
 /// Apps log to journald when systemd runs the host and journald listens, unless the pod is
-/// interactive (the terminal is the app's) or `appcctl run` writes to a terminal, where the user
-/// expects to see the output (rkt and nspawn show it; `appcctl logs` reads the journal).
-fn log_to_journal(plan: &InitPlan) -> bool {
-    use std::io::IsTerminal;
-    !plan.interactive
-        && !std::io::stdout().is_terminal()
+/// interactive (the terminal is the app's). On a terminal, `appcctl run` echoes what they
+/// log there too (`cli::logs::echo_running_pod`).
+pub fn logs_to_journal(interactive: bool) -> bool {
+    !interactive
         && crate::systemd::detect::systemd_is_pid1()
         && crate::systemd::journal::journald_available()
 }
 
-/// sd_notify for a `Type=notify` unit running the pod: ready once every app started (best
-/// effort: a unit that is not Type=notify simply has no socket).
-fn notify_started(plan: &InitPlan, started: Option<&FromInit>) {
+/// sd_notify for a `Type=notify` unit running the pod: ready once every app started and every
+/// app that reports readiness itself ([`app_notify`]) said so (best effort: a unit that is not
+/// Type=notify simply has no socket).
+fn notify_started(plan: &InitPlan, started: Option<&FromInit>, ready: bool) {
     use crate::systemd::notify::{Notify, notify};
     let status = match started {
         Some(FromInit::Started { apps }) => {
@@ -318,11 +334,11 @@ fn notify_started(plan: &InitPlan, started: Option<&FromInit>) {
         _ => format!("pod {}: failed to start", plan.pod_name),
     };
     let mut messages = vec![Notify::Status(&status)];
-    if matches!(started, Some(FromInit::Started { .. })) {
+    if ready {
         messages.insert(0, Notify::Ready);
     }
     if let Err(e) = notify(&messages) {
-        eprintln!("appcctl: warning: {e}");
+        tracing::warn!(appc_pod = %plan.pod_name, appc_pod_uuid = %plan.pod_uuid, "{e}");
     }
 }
 

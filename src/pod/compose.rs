@@ -67,6 +67,10 @@ pub struct PodFlags {
     pub net: NetMode,
     pub no_overlay: bool,
     pub stop_timeout_ms: Option<u64>,
+    /// `--slice`: the slice of the pod's scope (default machine.slice).
+    pub slice: Option<String>,
+    /// `--keep-unit`: the pod stays in appcctl's own unit instead of a scope of its own.
+    pub keep_unit: bool,
 }
 
 /// `--mount volume=V,target=PATH`.
@@ -126,6 +130,10 @@ pub struct PodOptions {
     pub net: NetMode,
     pub no_overlay: bool,
     pub stop_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_unit: bool,
 }
 
 impl PodOptions {
@@ -136,6 +144,8 @@ impl PodOptions {
             net: flags.net,
             no_overlay: flags.no_overlay,
             stop_timeout_ms: flags.stop_timeout_ms.unwrap_or(DEFAULT_STOP_TIMEOUT_MS),
+            slice: flags.slice.clone(),
+            keep_unit: flags.keep_unit,
         }
     }
 }
