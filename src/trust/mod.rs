@@ -82,7 +82,7 @@ pub enum TrustError {
         reason: String,
     },
     #[error(
-        "image {name}: signing key {fingerprint} {state} (keys must be valid when the image was signed and now; checked {at}); get the image signed with the publisher's current key and trust that key with `appcctl trust --prefix {name}`"
+        "image {name}: signing key {fingerprint} {state} ({at}), and a key must be valid both when the image was signed and now; get the image signed with the publisher's current key and trust that key with `appcctl trust --prefix {name}`"
     )]
     KeyExpired {
         name: String,
