@@ -775,3 +775,52 @@ fn cli_trust_asks_on_a_terminal() {
     ok(&out);
     assert!(stored.is_file(), "an accepted key is written");
 }
+
+#[test]
+fn one_good_signature_among_several_is_enough() {
+    let d = dirs();
+    let trusted = key("Team");
+    let stranger = key("Stranger");
+    trust_in(&d.config, Some("example.com"), &trusted);
+    // The same key in the vendor tree as well is still one key.
+    trust_in(&d.vendor, None, &trusted);
+    let p = StandardPolicy::new();
+    let keypair = |c: &Cert| {
+        c.keys()
+            .with_policy(&p, None)
+            .for_signing()
+            .secret()
+            .next()
+            .expect("signing key")
+            .key()
+            .clone()
+            .into_keypair()
+            .expect("keypair")
+    };
+    let mut sig = Vec::new();
+    {
+        let message = Armorer::new(Message::new(&mut sig))
+            .kind(Kind::Signature)
+            .build()
+            .expect("armorer");
+        let mut signer = Signer::new(message, keypair(&stranger))
+            .expect("signer")
+            .add_signer(keypair(&trusted))
+            .expect("second signer")
+            .detached()
+            .build()
+            .expect("build");
+        std::io::Write::write_all(&mut signer, IMAGE).expect("sign");
+        signer.finalize().expect("finalize");
+    }
+    assert_eq!(
+        d.verify("example.com/app", IMAGE, &sig)
+            .expect("two signers"),
+        "example.com"
+    );
+    // Tampered: the trusted signer's verdict (bad signature) wins over the stranger's.
+    let err = d
+        .verify("example.com/app", b"something else", &sig)
+        .expect_err("tampered");
+    assert!(matches!(err, TrustError::BadSignature { .. }), "{err:?}");
+}

@@ -247,8 +247,11 @@ impl TrustStore {
                         .iter_mut()
                         .find(|t| t.cert.fingerprint() == cert.fingerprint())
                     {
-                        // Scopes come shortest first: a later match is more specific.
-                        Some(t) => t.scope = scope.clone(),
+                        // Keep the most specific scope, whichever tree it came from.
+                        Some(t) if scope.prefix_str().len() > t.scope.prefix_str().len() => {
+                            t.scope = scope.clone()
+                        }
+                        Some(_) => {}
                         None => out.push(Trusted {
                             cert,
                             scope: scope.clone(),
