@@ -224,3 +224,57 @@ fn appcctl(host: &TestHost, args: &[&str]) -> String {
     let out = host.run(&argv);
     format!("{}{}", out.stdout, out.stderr)
 }
+
+/// Benchmark, not a test (it asserts only that the runs worked and every line reached the
+/// terminal): what the terminal echo of `appcctl run` costs. An app writes N lines; `run` with
+/// its stdout piped (the lines go to the journal only; `run` ends when the app does) against
+/// `run` on a pty (`run` ends once every line was read back from the journal and shown, so it
+/// waits for journald to ingest them: the app itself is not held up), alternately, 3 runs
+/// each. journald's rate limit is lifted in the host first.
+/// Run: `cargo test --test systemd_pods -- --ignored --nocapture echo_cost`
+#[test]
+#[ignore = "benchmark: prints timings"]
+fn echo_cost() {
+    let Some(host) = host::boot_or_skip(HostOptions::new().with_build()) else {
+        return;
+    };
+    import_image(&host);
+    let conf = "mkdir -p /etc/systemd/journald.conf.d && \
+        printf '[Journal]\\nRateLimitIntervalSec=0\\n' > /etc/systemd/journald.conf.d/bench.conf && \
+        systemctl restart systemd-journald";
+    assert!(host.sh(conf).success());
+    for lines in [2_000, 20_000] {
+        let run = format!(
+            "{APPCCTL} --dir {DATA} run example.com/pods --exec /bin/busybox -- seq 1 {lines}"
+        );
+        let piped = format!("{run} > /dev/null");
+        let pty = format!("script -qec '{run}' /tmp/echo.out > /dev/null");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            a.push(timed(&host, &piped));
+            b.push(timed(&host, &pty));
+            let shown = host.sh("grep -cE '^[0-9]+' /tmp/echo.out");
+            assert_eq!(
+                shown.stdout_trimmed(),
+                lines.to_string(),
+                "lines on the terminal"
+            );
+        }
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        println!(
+            "{lines} lines: run piped {:.3} s, run on a pty with echo {:.3} s (medians), ratio {:.2}",
+            a[1],
+            b[1],
+            b[1] / a[1]
+        );
+    }
+    host.shutdown().expect("teardown");
+}
+
+fn timed(host: &TestHost, script: &str) -> f64 {
+    let start = std::time::Instant::now();
+    let out = host.sh(script);
+    assert!(out.success(), "{out}");
+    start.elapsed().as_secs_f64()
+}

@@ -41,6 +41,8 @@ use crate::systemd::journal::STDERR_PRIORITY;
 
 /// How often `--follow` checks whether the pod still runs.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How long the last query waits for journald to read what the apps wrote before they exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `run`'s terminal echo checks whether the pod has started.
 const ECHO_POLL: Duration = Duration::from_millis(20);
 /// The journal reader.
@@ -283,6 +285,8 @@ fn follow_to_end(
     if let Ok(record) = pod.record() {
         query.until = record.exited.map(|t| t.saturating_add(1));
     }
+    // The apps' last lines may still sit unread in journald's stream buffers.
+    crate::systemd::journal::wait_streams_drained(&query.unit, &query.apps, DRAIN_TIMEOUT);
     sync_journal();
     let lines = if cursor.is_some() { None } else { lines };
     let mut child = spawn(&query.args(lines, false, cursor.as_deref()), own_group)?;
@@ -306,7 +310,10 @@ pub fn echo_running_pod(pods: &PodStore, pod: &Pod) -> anyhow::Result<()> {
     let (started, unit) = loop {
         let info = pods.info(pod)?;
         match (info.state, info.record.started, info.record.unit) {
-            (PodState::Running, Some(started), Some(unit)) => break (started, unit),
+            // A pod may run and exit between two looks: its output is shown all the same.
+            (PodState::Running | PodState::Exited, Some(started), Some(unit)) => {
+                break (started, unit);
+            }
             (PodState::Prepared | PodState::Running, _, _) => thread::sleep(ECHO_POLL),
             _ => return Ok(()),
         }
