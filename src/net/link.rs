@@ -86,7 +86,7 @@ where
 }
 
 async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, NetError> {
-    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    let mut links = std::pin::pin!(handle.link().get().match_name(name.to_owned()).execute());
     match links.try_next().await {
         Ok(link) => Ok(link),
         Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
@@ -199,7 +199,7 @@ pub fn delete_link(name: &str) -> Result<bool, NetError> {
 /// Names of the links whose name starts with `prefix`.
 pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetError> {
     with_handle(|handle| async move {
-        let mut links = handle.link().get().execute();
+        let mut links = std::pin::pin!(handle.link().get().execute());
         let mut names = Vec::new();
         while let Some(link) = links.try_next().await.map_err(nl_err("list links"))? {
             for attr in &link.attributes {

@@ -70,7 +70,7 @@ impl Subnet {
     }
 
     /// Every host address, in order.
-    pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> + use<> {
+    pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
         let first = u32::from(self.network()) + 1;
         let last = u32::from(self.broadcast()) - 1;
         (first..=last).map(Ipv4Addr::from)
