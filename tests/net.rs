@@ -34,7 +34,12 @@ struct NetNs {
 impl NetNs {
     fn new() -> NetNs {
         let holder = Command::new("unshare")
-            .args(["--net", "sh", "-c", "ip link set lo up && exec sleep 100000"])
+            .args([
+                "--net",
+                "sh",
+                "-c",
+                "ip link set lo up && exec sleep 100000",
+            ])
             .stdin(Stdio::null())
             .spawn()
             .expect("unshare --net (util-linux)");
@@ -76,7 +81,12 @@ impl NetNs {
     fn appcctl_cmd(&self, env: &Env, args: &[&str]) -> Command {
         let dir = env.dir();
         let config = self.config.path().to_str().expect("utf-8").to_owned();
-        let mut all = vec!["--dir", dir.to_str().expect("utf-8"), "--config-dir", &config];
+        let mut all = vec![
+            "--dir",
+            dir.to_str().expect("utf-8"),
+            "--config-dir",
+            &config,
+        ];
         all.extend_from_slice(args);
         let mut c = self.cmd(Path::new(env!("CARGO_BIN_EXE_appcctl")), &all);
         c.env("APPC_NET_DIR", self.state.path());
@@ -84,7 +94,10 @@ impl NetNs {
     }
 
     fn appcctl(&self, env: &Env, args: &[&str]) -> Run {
-        self.appcctl_cmd(env, args).output().expect("appcctl").into()
+        self.appcctl_cmd(env, args)
+            .output()
+            .expect("appcctl")
+            .into()
     }
 
     /// `appcctl ARGS` in the background, output in files under the env's temp dir.
@@ -101,7 +114,11 @@ impl NetNs {
     /// The IPAM lease files left in the state dir.
     fn leases(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for net in fs::read_dir(self.state.path()).into_iter().flatten().flatten() {
+        for net in fs::read_dir(self.state.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             for f in fs::read_dir(net.path()).into_iter().flatten().flatten() {
                 let name = f.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".json") && !name.starts_with('.') {
@@ -205,7 +222,11 @@ fn busybox_image_with(env: &Env, name: &str, script: &str, files: &[(&str, &str)
     }
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").expect("passwd");
     fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("group");
-    fs::write(rootfs.join("www/index.html"), format!("hello from {name}\n")).expect("index");
+    fs::write(
+        rootfs.join("www/index.html"),
+        format!("hello from {name}\n"),
+    )
+    .expect("index");
     for (path, content) in files {
         fs::write(rootfs.join(path), content).expect("extra file");
     }
@@ -238,9 +259,7 @@ fn running_ip(ns: &NetNs, env: &Env, name: &str) -> String {
     let mut ip = String::new();
     wait_until(&format!("pod {name} to run with an address"), || {
         let s = status(ns, env, name);
-        if let (Some("running"), Some(a)) =
-            (s["state"].as_str(), s["networks"][0]["ip"].as_str())
-        {
+        if let (Some("running"), Some(a)) = (s["state"].as_str(), s["networks"][0]["ip"].as_str()) {
             ip = a.to_owned();
             return true;
         }
@@ -303,11 +322,21 @@ fn default_network_gives_an_address_a_route_and_the_gateway_and_dns_files() {
         .and_then(|a| a.split('/').next())
         .unwrap_or_else(|| panic!("no inet address on eth0:\n{out}"))
         .to_owned();
-    assert!(in_subnet(&ip), "{ip} is not a pod address of 172.16.28.0/24:\n{out}");
+    assert!(
+        in_subnet(&ip),
+        "{ip} is not a pod address of 172.16.28.0/24:\n{out}"
+    );
     assert!(out.contains(&format!("inet {ip}/24")), "{out}");
     assert!(out.contains("default via 172.16.28.1 dev eth0"), "{out}");
-    assert!(out.lines().any(|l| l.contains(": lo:") && l.contains("UP")), "{out}");
-    assert!(out.contains("GATEWAY-OK"), "the gateway did not answer:\n{out}\n{}", r.stderr);
+    assert!(
+        out.lines().any(|l| l.contains(": lo:") && l.contains("UP")),
+        "{out}"
+    );
+    assert!(
+        out.contains("GATEWAY-OK"),
+        "the gateway did not answer:\n{out}\n{}",
+        r.stderr
+    );
     assert!(
         out.contains("nameserver 10.0.0.53\nsearch example.com\noptions ndots:2\n"),
         "{out}"
@@ -323,7 +352,10 @@ fn default_network_gives_an_address_a_route_and_the_gateway_and_dns_files() {
     assert_eq!(s["networks"][0]["gateway"], "172.16.28.1", "{s:#}");
     assert_eq!(s["networks"][0]["network"], "default", "{s:#}");
     let text = ns.appcctl(&env, &["status", "info"]).stdout;
-    assert!(text.contains(&format!("networks=default:ip4={ip}")), "{text}");
+    assert!(
+        text.contains(&format!("networks=default:ip4={ip}")),
+        "{text}"
+    );
     let list: Value =
         serde_json::from_str(&ns.appcctl(&env, &["list", "--format", "json"]).stdout).unwrap();
     assert_eq!(list[0]["networks"][0]["ip"], ip.as_str(), "{list:#}");
@@ -357,7 +389,12 @@ fn the_images_hosts_file_is_kept_without_hosts_entry_and_dns_flags_write_resolv_
     if let Ok(host) = fs::read_to_string("/etc/resolv.conf") {
         let r = ns.appcctl(&env, &["run", "--net=none", "--dns=host", &image]);
         r.ok();
-        assert_eq!(r.stdout, format!("10.9.9.9\timage-own\n{host}"), "{}", r.stderr);
+        assert_eq!(
+            r.stdout,
+            format!("10.9.9.9\timage-own\n{host}"),
+            "{}",
+            r.stderr
+        );
     }
 }
 
@@ -385,7 +422,12 @@ fn two_pods_get_distinct_addresses_and_reach_each_other() {
     );
     let r = ns.appcctl(&env, &["run", "--name", "b", &client]);
     r.ok();
-    assert!(r.stdout.contains("hello from server-a"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("hello from server-a"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     let ip_b = status(&ns, &env, "b")["networks"][0]["ip"]
         .as_str()
         .unwrap_or_default()
@@ -409,14 +451,21 @@ fn none_has_only_loopback_and_host_sees_the_hosts_interfaces() {
     r.ok();
     let links: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(links.len(), 1, "{}", r.stdout);
-    assert!(links[0].contains(": lo:") && links[0].contains("UP"), "{}", r.stdout);
+    assert!(
+        links[0].contains(": lo:") && links[0].contains("UP"),
+        "{}",
+        r.stdout
+    );
     let mark = ns.sh("ip link add hostmark0 type veth peer name hostmark1");
     mark.ok();
     let r = ns.appcctl(&env, &["run", "--net=host", &image]);
     r.ok();
     assert!(r.stdout.contains("hostmark0"), "{}", r.stdout);
     ns.assert_clean("after host and none pods");
-    assert!(!ns.sh("ip link show appc0").stdout.contains("appc0"), "no bridge for none/host");
+    assert!(
+        !ns.sh("ip link show appc0").stdout.contains("appc0"),
+        "no bridge for none/host"
+    );
 }
 
 #[test]
@@ -426,9 +475,17 @@ fn ports_are_forwarded_from_the_hosts_addresses_and_localhost() {
     }
     let env = Env::new();
     let ns = NetNs::new();
-    // An address of the test host that is not the bridge's.
-    ns.sh("ip link add ext0 type veth peer name ext1 && ip addr add 10.99.0.1/24 dev ext0 \
-           && ip link set ext0 up && ip link set ext1 up")
+    // A client namespace on a link of its own to the test host (10.99.0.2 -> 10.99.0.1): its
+    // traffic to a forwarded port comes in from outside, through prerouting and forwarding.
+    let client = NetNs::new();
+    ns.sh(&format!(
+        "ip link add ext0 type veth peer name ext1 netns {} && ip addr add 10.99.0.1/24 dev ext0 \
+         && ip link set ext0 up",
+        client.holder.id()
+    ))
+    .ok();
+    client
+        .sh("ip addr add 10.99.0.2/24 dev ext1 && ip link set ext1 up")
         .ok();
     let server = busybox_image(&env, "web", "exec httpd -f -p 80 -h /www");
 
@@ -436,7 +493,8 @@ fn ports_are_forwarded_from_the_hosts_addresses_and_localhost() {
     let r = ns.appcctl(&env, &["run", "--port", "nope:8080", &server]);
     assert_eq!(r.code, Some(254), "{}", r.stderr);
     assert!(
-        r.stderr.contains("no app of the pod declares a port named \"nope\" (declared: www)"),
+        r.stderr
+            .contains("no app of the pod declares a port named \"nope\" (declared: www)"),
         "{}",
         r.stderr
     );
@@ -445,15 +503,30 @@ fn ports_are_forwarded_from_the_hosts_addresses_and_localhost() {
     // --port needs an address of the pod's own.
     let r = ns.appcctl(&env, &["run", "--net=none", "--port", "www:8080", &server]);
     assert_eq!(r.code, Some(254), "{}", r.stderr);
-    assert!(r.stderr.contains("--port needs --net=default"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--port needs --net=default"),
+        "{}",
+        r.stderr
+    );
 
-    let mut bg = ns.spawn(&env, "web", &["run", "--name", "web", "--port", "www:8080", &server]);
+    let mut bg = ns.spawn(
+        &env,
+        "web",
+        &["run", "--name", "web", "--port", "www:8080", &server],
+    );
     let ip = running_ip(&ns, &env, "web");
     wait_until("the server through the host's address", || {
         http_get(&ns, "10.99.0.1", 8080).contains("hello from web")
     });
     let local = http_get(&ns, "127.0.0.1", 8080);
     assert!(local.contains("hello from web"), "via localhost: {local:?}");
+    let outside = http_get(&client, "10.99.0.1", 8080);
+    assert!(
+        outside.contains("hello from web"),
+        "from another host: {outside:?}"
+    );
+    // Only forwarded ports are: the pod's port 80 is not the host's.
+    assert!(!http_get(&client, "10.99.0.1", 80).contains("hello"));
     assert!(!ns.pod_rules().is_empty());
     // A second pod cannot take the same host port.
     let r = ns.appcctl(&env, &["run", "--port", "www:8080", &server]);
@@ -477,7 +550,14 @@ fn kill_9_of_the_runner_is_cleaned_up_by_rm_and_by_gc() {
         let mut bg = ns.spawn(
             &env,
             name,
-            &["run", "--name", name, "--port", &format!("www:{port}"), &server],
+            &[
+                "run",
+                "--name",
+                name,
+                "--port",
+                &format!("www:{port}"),
+                &server,
+            ],
         );
         running_ip(&ns, &env, name);
         let port_n: u16 = port.parse().expect("port");
@@ -505,7 +585,11 @@ fn kill_9_of_the_runner_is_cleaned_up_by_rm_and_by_gc() {
         };
         r.ok();
         if reclaim == "gc" {
-            assert!(r.stdout.contains("released address 172.16.28."), "{}", r.stdout);
+            assert!(
+                r.stdout.contains("released address 172.16.28."),
+                "{}",
+                r.stdout
+            );
         }
         ns.assert_clean(&format!("after kill -9 + stop + {reclaim}"));
     }

@@ -656,9 +656,7 @@ fn parse_net(s: &str) -> Result<NetMode, String> {
         "default" => Ok(NetMode::Default),
         "none" => Ok(NetMode::None),
         "host" => Ok(NetMode::Host),
-        _ => Err(format!(
-            "{s:?} is not a network (default, none or host)"
-        )),
+        _ => Err(format!("{s:?} is not a network (default, none or host)")),
     }
 }
 
@@ -980,7 +978,10 @@ mod tests {
         assert_eq!(p.net, NetMode::Default);
         assert_eq!(p.ports.len(), 2);
         assert_eq!(p.ports[1].host_port, 5432);
-        assert_eq!(p.dns.servers, ["10.0.0.53".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            p.dns.servers,
+            ["10.0.0.53".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!((p.dns.search.len(), p.dns.options.len()), (1, 1));
         assert!(p.dns.host_hosts);
         assert_eq!(p.dns.hosts_entries[0].host, "db");
@@ -1184,7 +1185,10 @@ mod tests {
     #[test]
     fn bad_pod_values() {
         let cases = [
-            ("--net bridge img", "is not a network (default, none or host)"),
+            (
+                "--net bridge img",
+                "is not a network (default, none or host)",
+            ),
             ("--port www img", "is not NAME:[HOSTIP:]HOSTPORT"),
             ("--port www:8080 --port www:8081 img", "already forwarded"),
             ("--dns 1.2.3 img", "is not an IP address"),

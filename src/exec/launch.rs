@@ -126,15 +126,7 @@ pub fn run_pod(
         reports.iter().for_each(|(_, r)| eprintln!("appcctl: {r}"));
     }
     let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
-    let result = start_and_wait(
-        pods,
-        pod,
-        &lock,
-        &plan,
-        &manifest,
-        &mut placement,
-        &mut net,
-    );
+    let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement, &mut net);
     placement.release(pod.uuid());
     result
 }
@@ -192,8 +184,13 @@ fn make_plan(
     let label = pod.label();
     let hostname = opts.hostname.clone().unwrap_or_else(|| label.clone());
     let address = net.address().map(|a| a.ip);
-    let dns_files =
-        crate::net::dns::write_pod_files(pod.dir(), &opts.dns, net.dns_config(), &hostname, address)?;
+    let dns_files = crate::net::dns::write_pod_files(
+        pod.dir(),
+        &opts.dns,
+        net.dns_config(),
+        &hostname,
+        address,
+    )?;
     let plan = InitPlan {
         pod_uuid: pod.uuid().to_string(),
         pod_name: label,

@@ -150,12 +150,13 @@ fn parse_file(path: &Path) -> Result<NetConfig, NetError> {
 
 fn validate(file: NetFile, path: &Path) -> Result<NetConfig, String> {
     let builtin = NetConfig::builtin();
-    if file.name.is_empty() || !file.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    if file.name.is_empty()
+        || !file
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
-        return Err(format!(
-            "name {:?}: use letters, digits and '-'",
-            file.name
-        ));
+        return Err(format!("name {:?}: use letters, digits and '-'", file.name));
     }
     let bridge = file.bridge.unwrap_or(builtin.bridge);
     check_ifname(&bridge).map_err(|e| format!("bridge: {e}"))?;
@@ -236,25 +237,33 @@ mod tests {
     fn bad_files_name_the_file_and_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.json", r#"{"name":"default","subnett":"x"}"#);
-        let e = NetConfig::load(dir.path(), "default").unwrap_err().to_string();
+        let e = NetConfig::load(dir.path(), "default")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a.json") && e.contains("subnett"), "{e}");
         write(
             dir.path(),
             "a.json",
             r#"{"name":"default","subnet":"10.0.0.0/24","gateway":"10.0.1.1"}"#,
         );
-        let e = NetConfig::load(dir.path(), "default").unwrap_err().to_string();
+        let e = NetConfig::load(dir.path(), "default")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a host address"), "{e}");
         write(
             dir.path(),
             "a.json",
             r#"{"name":"default","bridge":"a-very-long-bridge-name"}"#,
         );
-        let e = NetConfig::load(dir.path(), "default").unwrap_err().to_string();
+        let e = NetConfig::load(dir.path(), "default")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("interface name"), "{e}");
         write(dir.path(), "a.json", r#"{"name":"default"}"#);
         write(dir.path(), "b.json", r#"{"name":"default"}"#);
-        let e = NetConfig::load(dir.path(), "default").unwrap_err().to_string();
+        let e = NetConfig::load(dir.path(), "default")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("also defined"), "{e}");
     }
 }

@@ -138,7 +138,8 @@ fn check_hostname(host: &str) -> Result<(), String> {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
         return Err(format!("{host:?} is not a host name"));
@@ -147,7 +148,10 @@ fn check_hostname(host: &str) -> Result<(), String> {
 }
 
 /// The resolv.conf content, or `None` to leave the image's.
-pub fn resolv_conf(opts: &DnsOptions, network: Option<&DnsConfig>) -> Result<Option<String>, NetError> {
+pub fn resolv_conf(
+    opts: &DnsOptions,
+    network: Option<&DnsConfig>,
+) -> Result<Option<String>, NetError> {
     if opts.host_resolv_conf {
         return read_host(HOST_RESOLV_CONF).map(Some);
     }
@@ -263,8 +267,14 @@ mod tests {
         o.add_search("example.com").unwrap();
         o.add_option("ndots:2").unwrap();
         let text = resolv_conf(&o, None).unwrap().unwrap();
-        assert!(text.contains("nameserver 10.0.0.53\nnameserver ::1\n"), "{text}");
-        assert!(text.contains("search example.com\noptions ndots:2\n"), "{text}");
+        assert!(
+            text.contains("nameserver 10.0.0.53\nnameserver ::1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("search example.com\noptions ndots:2\n"),
+            "{text}"
+        );
         assert!(o.add_server("host").is_err());
         assert!(o.add_server("nope").is_err());
         assert!(o.add_search("two words").is_err());
@@ -273,7 +283,9 @@ mod tests {
             nameservers: vec!["10.9.9.9".parse().unwrap()],
             ..DnsConfig::default()
         };
-        let text = resolv_conf(&DnsOptions::default(), Some(&net)).unwrap().unwrap();
+        let text = resolv_conf(&DnsOptions::default(), Some(&net))
+            .unwrap()
+            .unwrap();
         assert!(text.contains("nameserver 10.9.9.9"), "{text}");
         // The command line replaces the network's settings as a whole.
         let text = resolv_conf(&o, Some(&net)).unwrap().unwrap();

@@ -155,7 +155,11 @@ impl IpamLock<'_> {
 
     /// Picks a free host address of `config`'s subnet after the last one handed out;
     /// `taken` are the addresses of the live leases.
-    pub fn pick_address(&self, config: &NetConfig, taken: &[Ipv4Addr]) -> Result<Ipv4Addr, NetError> {
+    pub fn pick_address(
+        &self,
+        config: &NetConfig,
+        taken: &[Ipv4Addr],
+    ) -> Result<Ipv4Addr, NetError> {
         let last: Option<Ipv4Addr> = std::fs::read_to_string(self.ipam.dir.join("last"))
             .ok()
             .and_then(|t| t.trim().parse().ok());
@@ -175,13 +179,18 @@ impl IpamLock<'_> {
 
     /// Records `lease` (atomically) and remembers its address as the last handed out.
     pub fn write(&self, lease: &Lease) -> Result<(), NetError> {
-        let json = serde_json::to_vec_pretty(lease)
-            .map_err(|e| io("encode a lease".into())(e.into()))?;
+        let json =
+            serde_json::to_vec_pretty(lease).map_err(|e| io("encode a lease".into())(e.into()))?;
         let name = format!("{}.json", lease.uuid);
         crate::pod::fsio::write_atomic(&self.ipam.dir, &name, &json, 0o644)
             .map_err(|e| NetError::Pod(Box::new(e)))?;
-        crate::pod::fsio::write_atomic(&self.ipam.dir, "last", lease.ip.to_string().as_bytes(), 0o644)
-            .map_err(|e| NetError::Pod(Box::new(e)))
+        crate::pod::fsio::write_atomic(
+            &self.ipam.dir,
+            "last",
+            lease.ip.to_string().as_bytes(),
+            0o644,
+        )
+        .map_err(|e| NetError::Pod(Box::new(e)))
     }
 
     /// Removes the lease of `uuid`; a missing one is fine.
@@ -246,7 +255,10 @@ mod tests {
             .pick_address(&config, &[Ipv4Addr::new(10, 0, 0, 2)])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no free address") && e.contains("10.0.0.0/30"), "{e}");
+        assert!(
+            e.contains("no free address") && e.contains("10.0.0.0/30"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -34,7 +34,12 @@ const EEXIST: i32 = libc::EEXIST;
 
 /// The host end's name for a pod.
 pub fn host_veth_name(uuid: &crate::schema::PodUuid) -> String {
-    let hex: String = uuid.to_string().chars().filter(|c| *c != '-').take(11).collect();
+    let hex: String = uuid
+        .to_string()
+        .chars()
+        .filter(|c| *c != '-')
+        .take(11)
+        .collect();
     format!("{VETH_PREFIX}{hex}")
 }
 
@@ -284,7 +289,10 @@ async fn configure_inside(handle: Handle, side: PodSide) -> Result<(), NetError>
         .add(route)
         .execute()
         .await
-        .map_err(nl_err(format!("add the default route via {}", side.gateway)))
+        .map_err(nl_err(format!(
+            "add the default route via {}",
+            side.gateway
+        )))
 }
 
 #[cfg(test)]

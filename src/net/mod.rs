@@ -72,7 +72,9 @@ pub enum NetError {
     UnknownPort { name: String, known: Vec<String> },
     #[error("--port {name}: {reason}")]
     BadPort { name: String, reason: String },
-    #[error("--port {name}: host port {port} is already forwarded to {holder}; pick another host port")]
+    #[error(
+        "--port {name}: host port {port} is already forwarded to {holder}; pick another host port"
+    )]
     PortClash {
         port: String,
         name: String,

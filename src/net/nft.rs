@@ -45,7 +45,11 @@ const NFT_PATHS: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
 
 fn nft_binary() -> Result<std::path::PathBuf, NetError> {
     let in_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("nft")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nft"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     in_path
         .into_iter()
@@ -83,7 +87,9 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NetError> {
     }
     Err(NetError::Nft {
         op: format!("nft {}", args.join(" ")),
-        message: String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; "),
+        message: String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .replace('\n', "; "),
     })
 }
 
@@ -172,8 +178,12 @@ fn network_rules(config: &NetConfig) -> String {
     if config.ip_masq {
         add(format!("ip saddr {subnet} ip daddr != {subnet} masquerade"));
     }
-    add(format!("oifname \"{bridge}\" ip saddr 127.0.0.0/8 masquerade"));
-    add(format!("oifname \"{bridge}\" ip saddr {subnet} ct status dnat masquerade"));
+    add(format!(
+        "oifname \"{bridge}\" ip saddr 127.0.0.0/8 masquerade"
+    ));
+    add(format!(
+        "oifname \"{bridge}\" ip saddr {subnet} ct status dnat masquerade"
+    ));
     out
 }
 
@@ -262,7 +272,12 @@ mod tests {
         assert!(s.contains(&format!(
             "add rule inet appc output meta nfproto ipv4 fib daddr type local meta l4proto tcp th dport 8081 dnat ip to 172.16.28.2:81 comment \"appc-pod:{uuid}\""
         )), "{s}");
-        assert!(s.contains("ip daddr 127.0.0.1 meta l4proto udp th dport 5353 dnat ip to 172.16.28.2:53"), "{s}");
+        assert!(
+            s.contains(
+                "ip daddr 127.0.0.1 meta l4proto udp th dport 5353 dnat ip to 172.16.28.2:53"
+            ),
+            "{s}"
+        );
     }
 
     #[test]
@@ -287,7 +302,10 @@ mod tests {
         let mut c = NetConfig::builtin();
         let s = network_rules(&c);
         assert!(s.contains("ip saddr 172.16.28.0/24 ip daddr != 172.16.28.0/24 masquerade comment \"appc-net:default\""), "{s}");
-        assert!(s.contains("oifname \"appc0\" ip saddr 127.0.0.0/8 masquerade"), "{s}");
+        assert!(
+            s.contains("oifname \"appc0\" ip saddr 127.0.0.0/8 masquerade"),
+            "{s}"
+        );
         c.ip_masq = false;
         assert!(!network_rules(&c).contains("daddr != "));
     }

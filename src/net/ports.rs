@@ -46,8 +46,14 @@ impl PortMap {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
-        let (a0, a1) = (u32::from(self.host_port), u32::from(self.host_port) + u32::from(self.count));
-        let (b0, b1) = (u32::from(other.host_port), u32::from(other.host_port) + u32::from(other.count));
+        let (a0, a1) = (
+            u32::from(self.host_port),
+            u32::from(self.host_port) + u32::from(self.count),
+        );
+        let (b0, b1) = (
+            u32::from(other.host_port),
+            u32::from(other.host_port) + u32::from(other.count),
+        );
         self.protocol == other.protocol && ips && a0 < b1 && b0 < a1
     }
 
@@ -62,7 +68,8 @@ impl PortMap {
 
 /// Parses `NAME:[HOSTIP:]HOSTPORT` (the `--port` value) into the manifest's form.
 pub fn parse_port_flag(value: &str) -> Result<ExposedPort, String> {
-    let bad = || format!("{value:?} is not NAME:[HOSTIP:]HOSTPORT (e.g. www:8080 or www:127.0.0.1:8080)");
+    let bad =
+        || format!("{value:?} is not NAME:[HOSTIP:]HOSTPORT (e.g. www:8080 or www:127.0.0.1:8080)");
     let (name, rest) = value.split_once(':').ok_or_else(bad)?;
     let name = crate::schema::AcName::parse(name).map_err(|e| format!("port name: {e}"))?;
     let (ip, port) = match rest.rsplit_once(':') {
@@ -170,10 +177,20 @@ mod tests {
     #[test]
     fn port_flags_parse() {
         let p = parse_port_flag("www:8080").unwrap();
-        assert_eq!((p.name.as_str(), p.host_port, p.host_ip), ("www", 8080, None));
+        assert_eq!(
+            (p.name.as_str(), p.host_port, p.host_ip),
+            ("www", 8080, None)
+        );
         let p = parse_port_flag("www:127.0.0.1:8080").unwrap();
         assert_eq!(p.host_ip, Some("127.0.0.1".parse().unwrap()));
-        for bad in ["www", "www:0", "www:x", "WWW:80", "www:1.2.3:80", "www:70000"] {
+        for bad in [
+            "www",
+            "www:0",
+            "www:x",
+            "WWW:80",
+            "www:1.2.3:80",
+            "www:70000",
+        ] {
             assert!(parse_port_flag(bad).is_err(), "{bad}");
         }
         assert!(parse_port_flag("www:::1:80").unwrap_err().contains("IPv4"));

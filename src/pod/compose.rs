@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{
-    AbsolutePath, AcIdentifier, AcName, App, AppString, EnvVar, Environment, ExposedPort, FileMode, ImageId,
-    Isolator, IsolatorKind, Mount, PodManifest, RuntimeApp, RuntimeImage, SchemaErrors, UserGroup,
-    Volume, VolumeKind,
+    AbsolutePath, AcIdentifier, AcName, App, AppString, EnvVar, Environment, ExposedPort, FileMode,
+    ImageId, Isolator, IsolatorKind, Mount, PodManifest, RuntimeApp, RuntimeImage, SchemaErrors,
+    UserGroup, Volume, VolumeKind,
 };
 use crate::store::{ImageRecord, ImportOptions, Store, StoreError, import_image};
 
