@@ -24,6 +24,7 @@ use super::plan::{self, AppInputs, InitPlan, Rootfs};
 use super::sync::{self, FromInit, ToInit};
 use super::volumes;
 use crate::cgroup::{IsolatorReport, Outcome};
+use crate::net::{DnsOptions, NetMode, NetRequest, PodNet};
 use crate::pod::{Pod, PodLock, PodState, PodStore};
 use crate::schema::{IsolatorScope, PodManifest};
 use crate::store::{CopyOptions, Store, copy_image};
@@ -49,6 +50,8 @@ pub enum LaunchError {
     Manager(#[from] manager::ManagerError),
     #[error(transparent)]
     Volume(#[from] Box<volumes::VolumeError>),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     #[error("pod {pod} is {state}; only a prepared pod can run (prepare a new one)")]
     NotPrepared { pod: String, state: PodState },
     #[error("app {app}: the pod manifest names no image id (it was not reified)")]
@@ -79,7 +82,11 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
 pub struct LaunchOptions {
     pub hostname: Option<String>,
     pub interactive: bool,
-    pub private_network: bool,
+    /// `--net`; with `default`, `config_dir` holds `net.d/`.
+    pub net: NetMode,
+    /// `--dns*`, `--hosts-entry`.
+    pub dns: DnsOptions,
+    pub config_dir: PathBuf,
     pub no_overlay: bool,
     pub stop_timeout_ms: u64,
     /// Print the G3 isolator report to stderr.
@@ -106,8 +113,17 @@ pub fn run_pod(
 ) -> Result<RunOutcome, LaunchError> {
     let lock = take_prepared(pods, pod)?;
     let manifest = pod.manifest()?;
+    // The address is taken before the plan, which names it; dropped on any error below, the
+    // PodNet gives it back.
+    let mut net = PodNet::prepare(&NetRequest {
+        mode: opts.net,
+        config_dir: &opts.config_dir,
+        uuid: pod.uuid(),
+        pod_dir: pod.dir(),
+        manifest: &manifest,
+    })?;
     let kind = Kind::detect(opts.keep_unit);
-    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind)?;
+    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind, &net)?;
     manager::adjust_reports(&kind, plan.apps.len(), &mut reports);
     write_reports(pod, &reports)?;
     if opts.debug {
@@ -119,7 +135,7 @@ pub fn run_pod(
     }
     let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
     placement.set_slice(opts.slice.clone());
-    let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement);
+    let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement, &mut net);
     placement.release(pod.uuid());
     result
 }
@@ -144,6 +160,7 @@ fn make_plan(
     manifest: &PodManifest,
     opts: &LaunchOptions,
     kind: &Kind,
+    net: &PodNet,
 ) -> Result<(InitPlan, Reports), LaunchError> {
     volumes::create_empty_volumes(manifest, pod.dir()).map_err(Box::new)?;
     let use_overlay = !opts.no_overlay && overlay_usable(pod.dir());
@@ -177,12 +194,22 @@ fn make_plan(
         apps.push(app);
     }
     let label = pod.label();
+    let hostname = opts.hostname.clone().unwrap_or_else(|| label.clone());
+    let address = net.address().map(|a| a.ip);
+    let dns_files = crate::net::dns::write_pod_files(
+        pod.dir(),
+        &opts.dns,
+        net.dns_config(),
+        &hostname,
+        address,
+    )?;
     let plan = InitPlan {
         pod_uuid: pod.uuid().to_string(),
-        pod_name: label.clone(),
+        pod_name: label,
         pod_dir: pod.dir().to_owned(),
-        hostname: opts.hostname.clone().unwrap_or(label),
-        private_network: opts.private_network,
+        hostname,
+        private_network: opts.net != NetMode::Host,
+        dns_files,
         interactive: opts.interactive,
         stop_timeout_ms: opts.stop_timeout_ms,
         apps,
@@ -259,6 +286,7 @@ fn start_and_wait(
     plan: &InitPlan,
     manifest: &PodManifest,
     placement: &mut Placement,
+    net: &mut PodNet,
 ) -> Result<RunOutcome, LaunchError> {
     let forward = block_stop_signals()?;
     let (ours, theirs) = sync::channel().map_err(io("create the init channel"))?;
@@ -273,13 +301,18 @@ fn start_and_wait(
         r.init_pid = Some(pid as i32);
         r.init_start = process_start_time(pid);
         r.unit = placement.unit().map(str::to_owned);
+        r.net = net.record();
         r.advance(PodState::Running, crate::pod::now())
     })?;
-    if let Err(e) = placed {
+    // The network is wired once the init is placed and before it starts anything (sync 1).
+    let ready = placed
+        .map_err(LaunchError::from)
+        .and_then(|()| Ok(net.attach(pid)?));
+    if let Err(e) = ready {
         let _ = child.kill(); // best effort: the init has not started anything yet
         let _ = child.wait();
-        finish(pods, pod, lock, plan)?;
-        return Err(e.into());
+        finish(pods, pod, lock, plan, net)?;
+        return Err(e);
     }
     let go = ToInit::Go {
         journal: logs_to_journal(plan.interactive),
@@ -296,7 +329,7 @@ fn start_and_wait(
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    finish(pods, pod, lock, plan)?;
+    finish(pods, pod, lock, plan, net)?;
     match started {
         Some(FromInit::Started { .. }) => Ok(RunOutcome { exit_code: code }),
         Some(FromInit::Failed { error, code }) => Err(LaunchError::Start {
@@ -342,8 +375,20 @@ fn notify_started(plan: &InitPlan, started: Option<&FromInit>, ready: bool) {
     }
 }
 
-/// Marks the pod exited with the apps' statuses.
-fn finish(pods: &PodStore, pod: &Pod, lock: &PodLock, plan: &InitPlan) -> Result<(), LaunchError> {
+/// Releases the pod's network and marks the pod exited with the apps' statuses.
+fn finish(
+    pods: &PodStore,
+    pod: &Pod,
+    lock: &PodLock,
+    plan: &InitPlan,
+    net: &mut PodNet,
+) -> Result<(), LaunchError> {
+    if let Err(e) = net.teardown() {
+        eprintln!(
+            "appcctl: warning: pod {}: cannot release its network ({e}); `appcctl gc` retries",
+            plan.pod_name
+        );
+    }
     let exits = read_exits(pod.dir(), plan.apps.iter().map(|a| a.name.as_str()));
     pods.update(pod, lock, |r| {
         for (app, exit) in &exits {
