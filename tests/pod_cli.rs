@@ -223,7 +223,16 @@ fn a_running_pod_is_refused_by_rm_kept_by_gc_and_exited_once_its_runner_dies() {
     );
 
     drop(lock); // the runner "crashes": the kernel would drop its flock the same way
-    let status = env.json(&["status", "live", "--format", "json"]);
+    // Another test thread's fork may hold a copy of the lock's fd until its exec (the fd is
+    // close-on-exec, not close-on-fork), so the lock is free a moment later, not at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = env.json(&["status", "live", "--format", "json"]);
+        if status["state"] != "running" || Instant::now() > deadline {
+            break status;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status["state"], "exited");
     assert_eq!(status["crashed"], true);
     assert!(status["exitCode"].is_null(), "no app status: unknown");
