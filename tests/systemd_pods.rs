@@ -77,6 +77,18 @@ fn scope_pods_are_machines() {
         journal.contains("sc2-hello") && journal.contains("sc2-oops"),
         "{journal}"
     );
+    // The scope's records carry the pod's fields.
+    let status = host.run(&[APPCCTL, "--dir", DATA, "status", "--format", "json", "sc2"]);
+    let uuid: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    let fields = host.journal(&[
+        "-o",
+        "cat",
+        "APPC_POD=sc2",
+        &format!("APPC_POD_UUID={}", uuid["uuid"].as_str().unwrap_or("?")),
+        "-t",
+        "pods",
+    ]);
+    assert!(fields.contains("sc2-hello"), "APPC_POD fields: {fields}");
     // enter joins the pod's scope too (and its namespaces: PID 1 is the pod's init).
     let entered = appcctl(
         &host,

@@ -136,7 +136,8 @@ pub fn run_pod(
     let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
     placement.set_slice(opts.slice.clone());
     let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement, &mut net);
-    placement.release(pod.uuid());
+    let apps: Vec<String> = plan.apps.iter().map(|a| a.name.clone()).collect();
+    placement.release(pod.uuid(), &apps);
     result
 }
 

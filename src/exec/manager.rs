@@ -12,7 +12,10 @@
 
 use crate::cgroup::{IsolatorReport, Outcome, Resources};
 use crate::schema::{IsolatorScope, PodManifest, PodUuid};
-use crate::systemd::{self, detect, machine, scope};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::systemd::{self, detect, journal, machine, scope};
 
 use super::cgroups::{self, PodCgroups};
 use super::plan::InitPlan;
@@ -68,6 +71,8 @@ pub struct Placement {
     bus: Option<(tokio::runtime::Runtime, zbus::Connection)>,
     unit: Option<String>,
     slice: Option<String>,
+    /// The scope whose journal extra-fields file we wrote (removed on release).
+    extra_fields: Option<String>,
 }
 
 impl Placement {
@@ -88,6 +93,7 @@ impl Placement {
             bus: None,
             unit: None,
             slice: None,
+            extra_fields: None,
         })
     }
 
@@ -124,6 +130,8 @@ impl Placement {
                 let scope = rt
                     .block_on(scope::allocate(&conn, &req))
                     .map_err(Box::new)?;
+                label_scope_records(&scope.name, plan);
+                self.extra_fields = Some(scope.name.clone());
                 scope.name
             }
         };
@@ -143,12 +151,34 @@ impl Placement {
     }
 
     /// After the pod ended: removes what the manager does not collect by itself.
-    pub fn release(&self, uuid: PodUuid) {
+    pub fn release(&self, uuid: PodUuid, apps: &[String]) {
         if self.kind == Kind::CgroupFs {
             let _ = cgroups::remove_pod_cgroups(uuid); // best effort: gc retries
         }
+        if let Some(unit) = &self.extra_fields {
+            // Records journald has yet to read from the apps' streams still get the fields.
+            journal::wait_streams_drained(unit, apps, STREAMS_DRAIN_TIMEOUT);
+            let _ = journal::remove_unit_extra_fields(Path::new(journal::UNITS_STATE_DIR), unit);
+        }
         // A scope with CollectMode=inactive-or-failed goes away with its last process, and
         // machined drops the machine with it; a kept service is the service's business.
+    }
+}
+
+/// How long releasing a scope waits for journald to read the apps' last lines.
+const STREAMS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `APPC_POD=` and `APPC_POD_UUID=` on every journal record of the pod's scope: journald reads
+/// them from the unit's extra-fields file, which PID 1 cannot write for scopes
+/// (`systemd::journal` module docs). Best effort: without it the records only lack the fields.
+fn label_scope_records(unit: &str, plan: &InitPlan) {
+    let fields = [
+        ("APPC_POD", plan.pod_name.as_str()),
+        ("APPC_POD_UUID", plan.pod_uuid.as_str()),
+    ];
+    let dir = Path::new(journal::UNITS_STATE_DIR);
+    if let Err(e) = journal::write_unit_extra_fields(dir, unit, &fields) {
+        tracing::warn!(appc_pod = %plan.pod_name, appc_pod_uuid = %plan.pod_uuid, "{e}");
     }
 }
 
