@@ -23,6 +23,7 @@ use super::plan::{self, AppInputs, InitPlan, Rootfs};
 use super::sync::{self, FromInit, ToInit};
 use super::volumes;
 use crate::cgroup::{IsolatorReport, Outcome};
+use crate::metadata::client::{Access, PodRegistration};
 use crate::pod::{Pod, PodLock, PodState, PodStore};
 use crate::schema::{IsolatorScope, PodManifest};
 use crate::store::{CopyOptions, Store, copy_image};
@@ -48,6 +49,8 @@ pub enum LaunchError {
     Manager(#[from] manager::ManagerError),
     #[error(transparent)]
     Volume(#[from] Box<volumes::VolumeError>),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
     #[error("pod {pod} is {state}; only a prepared pod can run (prepare a new one)")]
     NotPrepared { pod: String, state: PodState },
     #[error("app {app}: the pod manifest names no image id (it was not reified)")]
@@ -102,7 +105,11 @@ pub fn run_pod(
     let lock = take_prepared(pods, pod)?;
     let manifest = pod.manifest()?;
     let kind = Kind::detect();
-    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind)?;
+    // Pods on the pod network will be known by their address there (through the gateway);
+    // host and no networking get a token URL (metadata module docs).
+    let access = Access::new_token()?;
+    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind, &access.url())?;
+    let mut metadata = metadata_registration(store, pod, &manifest, &access, opts.debug)?;
     manager::adjust_reports(&kind, plan.apps.len(), &mut reports);
     write_reports(pod, &reports)?;
     if opts.debug {
@@ -110,7 +117,15 @@ pub fn run_pod(
         reports.iter().for_each(|(_, r)| eprintln!("appcctl: {r}"));
     }
     let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
-    let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement);
+    let result = start_and_wait(
+        pods,
+        pod,
+        &lock,
+        &plan,
+        &manifest,
+        &mut placement,
+        &mut metadata,
+    );
     placement.release(pod.uuid());
     result
 }
@@ -135,6 +150,7 @@ fn make_plan(
     manifest: &PodManifest,
     opts: &LaunchOptions,
     kind: &Kind,
+    metadata_url: &str,
 ) -> Result<(InitPlan, Reports), LaunchError> {
     volumes::create_empty_volumes(manifest, pod.dir()).map_err(Box::new)?;
     let use_overlay = !opts.no_overlay && overlay_usable(pod.dir());
@@ -158,6 +174,7 @@ fn make_plan(
             } else {
                 Vec::new() // the apps stay in the pod's unit with the init
             },
+            metadata_url,
         };
         let (app, r) = plan::plan_app(store, manifest, pod.dir(), input).map_err(Box::new)?;
         prepare_app_dirs(store, &image, &app)?;
@@ -240,6 +257,38 @@ fn write_reports(pod: &Pod, reports: &Reports) -> Result<(), LaunchError> {
     Ok(pod.write_file("isolators.json", &json)?)
 }
 
+/// What the metadata service is told about the pod: its manifest and each app's image
+/// manifest as stored.
+fn metadata_registration(
+    store: &Store,
+    pod: &Pod,
+    manifest: &PodManifest,
+    access: &Access,
+    debug: bool,
+) -> Result<PodRegistration, LaunchError> {
+    let mut apps = std::collections::BTreeMap::new();
+    for rt in &manifest.apps {
+        let Some(id) = &rt.image.id else {
+            return Err(LaunchError::Unresolved {
+                app: rt.name.to_string(),
+            });
+        };
+        let image = store.resolve(id.as_ref()).map_err(Box::new)?;
+        let entry = crate::metadata::AppImage {
+            image_id: id.to_string(),
+            image_manifest: image.manifest_text,
+        };
+        apps.insert(rt.name.to_string(), entry);
+    }
+    Ok(PodRegistration::new(
+        pod.uuid(),
+        manifest.clone(),
+        apps,
+        access,
+        debug,
+    ))
+}
+
 fn start_and_wait(
     pods: &PodStore,
     pod: &Pod,
@@ -247,6 +296,7 @@ fn start_and_wait(
     plan: &InitPlan,
     manifest: &PodManifest,
     placement: &mut Placement,
+    metadata: &mut PodRegistration,
 ) -> Result<RunOutcome, LaunchError> {
     let forward = block_stop_signals()?;
     let (ours, theirs) = sync::channel().map_err(io("create the init channel"))?;
@@ -264,9 +314,16 @@ fn start_and_wait(
     if let Err(e) = placed {
         let _ = child.kill(); // best effort: the init has not started anything yet
         let _ = child.wait();
-        finish(pods, pod, lock, plan)?;
+        finish(pods, pod, lock, plan, metadata)?;
         return Err(e.into());
     }
+    // The pod is placed and its network set up: its apps may ask for metadata from their
+    // first instruction on. Best effort (a pod runs without a metadata service).
+    let init = process_start_time(pid).map(|start_time| crate::metadata::InitProcess {
+        pid,
+        start_time,
+    });
+    metadata.register(init, Vec::new());
     let go = ToInit::Go {
         journal: log_to_journal(plan),
         unit: placement.unit().map(str::to_owned),
@@ -279,7 +336,7 @@ fn start_and_wait(
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    finish(pods, pod, lock, plan)?;
+    finish(pods, pod, lock, plan, metadata)?;
     match started {
         Some(FromInit::Started { .. }) => Ok(RunOutcome { exit_code: code }),
         Some(FromInit::Failed { error, code }) => Err(LaunchError::Start {
@@ -326,8 +383,15 @@ fn notify_started(plan: &InitPlan, started: Option<&FromInit>) {
     }
 }
 
-/// Marks the pod exited with the apps' statuses.
-fn finish(pods: &PodStore, pod: &Pod, lock: &PodLock, plan: &InitPlan) -> Result<(), LaunchError> {
+/// Marks the pod exited with the apps' statuses, and unregisters it from the metadata service.
+fn finish(
+    pods: &PodStore,
+    pod: &Pod,
+    lock: &PodLock,
+    plan: &InitPlan,
+    metadata: &mut PodRegistration,
+) -> Result<(), LaunchError> {
+    metadata.unregister();
     let exits = read_exits(pod.dir(), plan.apps.iter().map(|a| a.name.as_str()));
     pods.update(pod, lock, |r| {
         for (app, exit) in &exits {
