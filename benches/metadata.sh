@@ -8,6 +8,7 @@
 #   BENCH_DURATION  seconds per endpoint                                                      (10)
 #   BENCH_CONNS     open connections (kept alive)                                              (16)
 #   BENCH_THREADS   wrk threads                                                                 (1)
+#   BENCH_WORKERS   the service's worker threads (--threads)                                    (2)
 #   BENCH_PROFILE   release or debug: which build of appc-metadata                        (release)
 #   BENCH_NO_BUILD  1: skip `cargo build`, use the existing target/$BENCH_PROFILE/appc-metadata
 #   BENCH_NO_APT    1: do not apt-get install wrk, curl or jq when missing (fail instead)
@@ -16,6 +17,7 @@ set -euo pipefail
 DURATION=${BENCH_DURATION:-10}
 CONNS=${BENCH_CONNS:-16}
 THREADS=${BENCH_THREADS:-1}
+WORKERS=${BENCH_WORKERS:-2}
 PROFILE=${BENCH_PROFILE:-release}
 
 die() { echo "metadata.sh: $*" >&2; exit 1; }
@@ -25,6 +27,7 @@ log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION=$DURATION is not a positive integer"
 [[ $CONNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNS=$CONNS is not a positive integer"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS=$THREADS is not a positive integer"
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "BENCH_WORKERS=$WORKERS is not a positive integer"
 [[ $PROFILE == release || $PROFILE == debug ]] || die "BENCH_PROFILE must be release or debug"
 
 missing=()
@@ -58,7 +61,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The service on a free loopback port; its start-up line names the port.
-"$BIN" --state-dir "$SCRATCH/state" --socket "$SCRATCH/mds.sock" --listen 127.0.0.1:0 \
+"$BIN" --state-dir "$SCRATCH/state" --socket "$SCRATCH/mds.sock" --listen 127.0.0.1:0 --threads "$WORKERS" \
     2>"$SCRATCH/service.log" &
 SVC_PID=$!
 for _ in $(seq 100); do
@@ -90,7 +93,7 @@ code=$(curl -s -o "$SCRATCH/register.out" -w '%{http_code}' --unix-socket "$SCRA
 got=$(curl -s "http://$ADDR/$TOKEN/acMetadata/v1/pod/uuid")
 [[ $got == "$UUID" ]] || die "pod/uuid answered ${got@Q}, expected $UUID"
 
-log "load: $(cut -d' ' -f1-3 /proc/loadavg) before; $(nproc) CPUs; wrk -t$THREADS -c$CONNS -d${DURATION}s"
+log "load: $(cut -d' ' -f1-3 /proc/loadavg) before; $(nproc) CPUs; wrk -t$THREADS -c$CONNS -d${DURATION}s; service --threads $WORKERS"
 
 # wrk's --latency table: "99%    1.23ms" (units us, ms or s).
 to_ms() {

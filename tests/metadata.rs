@@ -65,7 +65,8 @@ fn registration(annotated: bool) -> Registration {
         ],
     });
     if annotated {
-        manifest["annotations"] = json!([{"name": "zeta", "value": "1"}, {"name": "alpha", "value": "2"}]);
+        manifest["annotations"] =
+            json!([{"name": "zeta", "value": "1"}, {"name": "alpha", "value": "2"}]);
     }
     let manifest: PodManifest = serde_json::from_value(manifest).expect("test pod manifest");
     let image = AppImage {
@@ -131,7 +132,10 @@ fn all_eight_endpoints_answer_a_token_pod_byte_exactly() {
     assert_answer(&a, JSON, "pod/annotations");
     // Order-sensitive and identical to the manifest's (the validator deep-compares them).
     assert_eq!(a.json(), manifest["annotations"]);
-    assert_eq!(a.json(), json!([{"name": "zeta", "value": "1"}, {"name": "alpha", "value": "2"}]));
+    assert_eq!(
+        a.json(),
+        json!([{"name": "zeta", "value": "1"}, {"name": "alpha", "value": "2"}])
+    );
 
     let aa = at("/apps/web/annotations");
     assert_answer(&aa, JSON, "apps/web/annotations");
@@ -145,29 +149,66 @@ fn all_eight_endpoints_answer_a_token_pod_byte_exactly() {
         "image annotations with the pod app's applied: replaced in place, new ones appended"
     );
     let side = at("/apps/side/annotations");
-    assert_eq!(side.json(), json!([{"name": "created", "value": "2024-01-02T03:04:05Z"}, {"name": "lorem", "value": "ipsum"}]));
+    assert_eq!(
+        side.json(),
+        json!([{"name": "created", "value": "2024-01-02T03:04:05Z"}, {"name": "lorem", "value": "ipsum"}])
+    );
 
     let im = at("/apps/web/image/manifest");
     assert_answer(&im, JSON, "apps/web/image/manifest");
-    assert_eq!(im.text(), IMAGE_MANIFEST, "the original image manifest, verbatim");
+    assert_eq!(
+        im.text(),
+        IMAGE_MANIFEST,
+        "the original image manifest, verbatim"
+    );
 
     let id = at("/apps/web/image/id");
     assert_answer(&id, TEXT, "apps/web/image/id");
     assert_eq!(id.text(), image_id('a'), "no trailing newline");
 
     let content = "Old MacDonald Had A Farm";
-    let sig = http(lo(1), svc.addr, "POST", &format!("{base}/pod/hmac/sign"), Some(&form(&[("content", content)])));
+    let sig = http(
+        lo(1),
+        svc.addr,
+        "POST",
+        &format!("{base}/pod/hmac/sign"),
+        Some(&form(&[("content", content)])),
+    );
     assert_answer(&sig, TEXT, "pod/hmac/sign");
-    assert!(sig.text().len() > 80, "base64 of 64 bytes: {:?}", sig.text());
+    assert!(
+        sig.text().len() > 80,
+        "base64 of 64 bytes: {:?}",
+        sig.text()
+    );
     let uuid_text = uuid.to_string();
-    let fields = [("content", content), ("uuid", uuid_text.as_str()), ("signature", &sig.text())];
-    let ok = http(lo(1), svc.addr, "POST", &format!("{base}/pod/hmac/verify"), Some(&form(&fields)));
+    let fields = [
+        ("content", content),
+        ("uuid", uuid_text.as_str()),
+        ("signature", &sig.text()),
+    ];
+    let ok = http(
+        lo(1),
+        svc.addr,
+        "POST",
+        &format!("{base}/pod/hmac/verify"),
+        Some(&form(&fields)),
+    );
     assert_answer(&ok, TEXT, "pod/hmac/verify");
 
     // Unknown app, unknown endpoint, wrong method.
     assert_eq!(at("/apps/nope/image/id").status, 404);
     assert_eq!(at("/pod/nothing").status, 404);
-    assert_eq!(http(lo(1), svc.addr, "POST", &format!("{base}/pod/uuid"), Some("")).status, 405);
+    assert_eq!(
+        http(
+            lo(1),
+            svc.addr,
+            "POST",
+            &format!("{base}/pod/uuid"),
+            Some("")
+        )
+        .status,
+        405
+    );
 }
 
 #[test]
@@ -177,7 +218,11 @@ fn a_pod_without_annotations_gets_empty_arrays_in_both_places() {
     register(&svc, &PodUuid::new_random(), &with_token(2, false));
     let base = format!("/{}{V1}", token(2));
     let manifest = get(lo(1), svc.addr, &format!("{base}/pod/manifest")).json();
-    assert_eq!(manifest["annotations"], json!([]), "always present: {manifest}");
+    assert_eq!(
+        manifest["annotations"],
+        json!([]),
+        "always present: {manifest}"
+    );
     let a = get(lo(1), svc.addr, &format!("{base}/pod/annotations"));
     assert_eq!(a.text(), "[]");
 }
@@ -188,14 +233,26 @@ fn pods_are_known_by_source_address_and_see_only_their_own_data() {
     let svc = dirs.start();
     let (a, b) = (PodUuid::new_random(), PodUuid::new_random());
     register(&svc, &a, &with_address(2));
-    register(&svc, &b, &Registration { token: Some(token(3)), ..with_address(3) });
+    register(
+        &svc,
+        &b,
+        &Registration {
+            token: Some(token(3)),
+            ..with_address(3)
+        },
+    );
     let uuid_from = |n: u8| get(lo(n), svc.addr, &format!("{V1}/pod/uuid"));
     assert_eq!(uuid_from(2).text(), a.to_string());
     assert_eq!(uuid_from(3).text(), b.to_string());
     // The host (127.0.0.1) and any unregistered address are nobody.
     let host = uuid_from(1);
     assert_eq!(host.status, 403, "{:?}", host.text());
-    assert!(host.text().contains("127.0.0.1 is not a registered pod address"), "{:?}", host.text());
+    assert!(
+        host.text()
+            .contains("127.0.0.1 is not a registered pod address"),
+        "{:?}",
+        host.text()
+    );
     assert_eq!(uuid_from(9).status, 403);
     // A guessed token is unknown; B's token names B whoever asks (the token is the credential).
     let guessed = get(lo(2), svc.addr, &format!("/{}{V1}/pod/uuid", token(7)));
@@ -212,21 +269,52 @@ fn signatures_verify_from_other_pods_and_after_a_restart() {
     register(&svc, &a, &with_address(2));
     register(&svc, &b, &with_token(4, false));
     let content = "a: b & c = d%e +f";
-    let sig = http(lo(2), svc.addr, "POST", &format!("{V1}/pod/hmac/sign"), Some(&form(&[("content", content)]))).text();
+    let sig = http(
+        lo(2),
+        svc.addr,
+        "POST",
+        &format!("{V1}/pod/hmac/sign"),
+        Some(&form(&[("content", content)])),
+    )
+    .text();
     let a_text = a.to_string();
     let verify = |svc: &Service, uuid: &str, content: &str, sig: &str| {
         let fields = [("content", content), ("uuid", uuid), ("signature", sig)];
-        http(lo(5), svc.addr, "POST", &format!("/{}{V1}/pod/hmac/verify", token(4)), Some(&form(&fields)))
+        http(
+            lo(5),
+            svc.addr,
+            "POST",
+            &format!("/{}{V1}/pod/hmac/verify", token(4)),
+            Some(&form(&fields)),
+        )
     };
     let ok = verify(&svc, &a_text, content, &sig);
-    assert_eq!((ok.status, ok.content_type.as_deref()), (200, Some(TEXT)), "{:?}", ok.text());
+    assert_eq!(
+        (ok.status, ok.content_type.as_deref()),
+        (200, Some(TEXT)),
+        "{:?}",
+        ok.text()
+    );
     let forged = verify(&svc, &a_text, "other content", &sig);
-    assert_eq!((forged.status, forged.content_type.as_deref()), (403, Some(TEXT)));
-    assert_eq!(verify(&svc, &b.to_string(), content, &sig).status, 403, "B cannot pass for A");
+    assert_eq!(
+        (forged.status, forged.content_type.as_deref()),
+        (403, Some(TEXT))
+    );
+    assert_eq!(
+        verify(&svc, &b.to_string(), content, &sig).status,
+        403,
+        "B cannot pass for A"
+    );
     assert_eq!(verify(&svc, &a_text, content, "bm90IGl0").status, 403);
     assert_eq!(verify(&svc, "not-a-uuid", content, &sig).status, 400);
     // Signing needs a pod: the host is nobody.
-    let anon = http(lo(1), svc.addr, "POST", &format!("{V1}/pod/hmac/sign"), Some(&form(&[("content", "x")])));
+    let anon = http(
+        lo(1),
+        svc.addr,
+        "POST",
+        &format!("{V1}/pod/hmac/sign"),
+        Some(&form(&[("content", "x")])),
+    );
     assert_eq!(anon.status, 403);
 
     // The key persists: a restarted service still verifies A's signature (A is registered no
@@ -234,10 +322,29 @@ fn signatures_verify_from_other_pods_and_after_a_restart() {
     client::unregister(&svc.socket, &a).unwrap();
     assert!(svc.stop().success());
     let svc = dirs.start();
-    assert_eq!(verify(&svc, &a_text, content, &sig).status, 200, "{}", svc.log());
+    assert_eq!(
+        verify(&svc, &a_text, content, &sig).status,
+        200,
+        "{}",
+        svc.log()
+    );
     // Unauthenticated verification works too (third parties check identities with it).
-    let fields = [("content", content), ("uuid", a_text.as_str()), ("signature", &sig)];
-    assert_eq!(http(lo(1), svc.addr, "POST", &format!("{V1}/pod/hmac/verify"), Some(&form(&fields))).status, 200);
+    let fields = [
+        ("content", content),
+        ("uuid", a_text.as_str()),
+        ("signature", &sig),
+    ];
+    assert_eq!(
+        http(
+            lo(1),
+            svc.addr,
+            "POST",
+            &format!("{V1}/pod/hmac/verify"),
+            Some(&form(&fields))
+        )
+        .status,
+        200
+    );
 }
 
 #[test]
@@ -253,18 +360,30 @@ fn registrations_survive_a_restart_and_unregister_removes_them() {
 
     let svc = dirs.start();
     assert!(svc.log().contains("2 pods registered"), "{}", svc.log());
-    assert_eq!(get(lo(1), svc.addr, &format!("/{}{V1}/pod/uuid", token(5))).text(), a.to_string());
-    assert_eq!(get(lo(6), svc.addr, &format!("{V1}/pod/uuid")).text(), b.to_string());
+    assert_eq!(
+        get(lo(1), svc.addr, &format!("/{}{V1}/pod/uuid", token(5))).text(),
+        a.to_string()
+    );
+    assert_eq!(
+        get(lo(6), svc.addr, &format!("{V1}/pod/uuid")).text(),
+        b.to_string()
+    );
 
     client::unregister(&svc.socket, &a).unwrap();
     client::unregister(&svc.socket, &a).expect("unregistering twice is fine");
-    assert_eq!(get(lo(1), svc.addr, &format!("/{}{V1}/pod/uuid", token(5))).status, 404);
+    assert_eq!(
+        get(lo(1), svc.addr, &format!("/{}{V1}/pod/uuid", token(5))).status,
+        404
+    );
     assert!(!dirs.state().join(format!("pods/{a}.json")).exists());
     assert!(dirs.state().join(format!("pods/{b}.json")).exists());
     // Re-registering replaces: B moves to another address.
     register(&svc, &b, &with_address(7));
     assert_eq!(get(lo(6), svc.addr, &format!("{V1}/pod/uuid")).status, 403);
-    assert_eq!(get(lo(7), svc.addr, &format!("{V1}/pod/uuid")).text(), b.to_string());
+    assert_eq!(
+        get(lo(7), svc.addr, &format!("{V1}/pod/uuid")).text(),
+        b.to_string()
+    );
 }
 
 #[test]
@@ -273,7 +392,9 @@ fn bad_registrations_are_refused_with_the_reason_and_nothing_is_kept() {
     let svc = dirs.start();
     let uuid = PodUuid::new_random();
     let refused = |reg: &Registration, want: &str| {
-        let err = client::register(&svc.socket, &uuid, reg).expect_err("must be refused").to_string();
+        let err = client::register(&svc.socket, &uuid, reg)
+            .expect_err("must be refused")
+            .to_string();
         assert!(err.contains("status 400") && err.contains(want), "{err}");
     };
     let mut missing = with_token(1, false);
@@ -286,21 +407,32 @@ fn bad_registrations_are_refused_with_the_reason_and_nothing_is_kept() {
     other_id.apps.get_mut("web").unwrap().image_id = image_id('b');
     refused(&other_id, "differs from the pod manifest's");
     let mut bad_manifest = with_token(1, false);
-    bad_manifest.apps.get_mut("web").unwrap().image_manifest = "{\"acKind\": \"PodManifest\"}".into();
+    bad_manifest.apps.get_mut("web").unwrap().image_manifest =
+        "{\"acKind\": \"PodManifest\"}".into();
     refused(&bad_manifest, "app web: image manifest");
-    refused(&Registration { token: Some("abc".into()), ..registration(false) }, "at least 128 bits");
+    refused(
+        &Registration {
+            token: Some("abc".into()),
+            ..registration(false)
+        },
+        "at least 128 bits",
+    );
     let unspecified = Registration {
         addresses: vec![IpAddr::from([0, 0, 0, 0])],
         ..registration(false)
     };
     refused(&unspecified, "0.0.0.0 cannot be a pod address");
     assert_eq!(client::list(&svc.socket).unwrap(), json!([]));
-    let files: Vec<_> = std::fs::read_dir(dirs.state().join("pods")).unwrap().collect();
+    let files: Vec<_> = std::fs::read_dir(dirs.state().join("pods"))
+        .unwrap()
+        .collect();
     assert!(files.is_empty(), "{files:?}");
     // Not JSON at all: answered, not crashed.
     use std::io::{Read, Write};
     let mut raw = std::os::unix::net::UnixStream::connect(&svc.socket).unwrap();
-    let req = format!("PUT /v1/pods/{uuid} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\n{{");
+    let req = format!(
+        "PUT /v1/pods/{uuid} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\n{{"
+    );
     raw.write_all(req.as_bytes()).unwrap();
     let mut answer = String::new();
     raw.read_to_string(&mut answer).unwrap();
@@ -315,9 +447,17 @@ fn a_new_pod_takes_over_a_gone_pods_address() {
     let (old, new) = (PodUuid::new_random(), PodUuid::new_random());
     register(&svc, &old, &with_address(8));
     register(&svc, &new, &with_address(8));
-    assert_eq!(get(lo(8), svc.addr, &format!("{V1}/pod/uuid")).text(), new.to_string());
+    assert_eq!(
+        get(lo(8), svc.addr, &format!("{V1}/pod/uuid")).text(),
+        new.to_string()
+    );
     let listed = client::list(&svc.socket).unwrap();
-    let uuids: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|p| p["uuid"].as_str()).collect();
+    let uuids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["uuid"].as_str())
+        .collect();
     assert_eq!(uuids, [new.to_string()], "the old registration is dropped");
 }
 
@@ -335,15 +475,34 @@ fn registrations_of_exited_pods_are_dropped() {
         start_time: appc_pod::exec::launch::process_start_time(std::process::id()).unwrap(),
     };
     let (dead, alive) = (PodUuid::new_random(), PodUuid::new_random());
-    register(&svc, &dead, &Registration {
-        init: Some(InitProcess { pid, start_time: start_time.unwrap_or(1) }),
-        ..with_token(9, false)
-    });
-    register(&svc, &alive, &Registration { init: Some(live), ..with_token(10, false) });
+    register(
+        &svc,
+        &dead,
+        &Registration {
+            init: Some(InitProcess {
+                pid,
+                start_time: start_time.unwrap_or(1),
+            }),
+            ..with_token(9, false)
+        },
+    );
+    register(
+        &svc,
+        &alive,
+        &Registration {
+            init: Some(live),
+            ..with_token(10, false)
+        },
+    );
     assert!(svc.stop().success());
     let svc = dirs.start();
     let listed = client::list(&svc.socket).unwrap();
-    let uuids: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|p| p["uuid"].as_str()).collect();
+    let uuids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["uuid"].as_str())
+        .collect();
     assert_eq!(uuids, [alive.to_string()], "{}", svc.log());
     assert!(!dirs.state().join(format!("pods/{dead}.json")).exists());
 }
@@ -371,7 +530,10 @@ fn the_key_and_the_registration_socket_are_private() {
         .unwrap();
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
-    assert!(err.contains("another metadata service answers there"), "{err}");
+    assert!(
+        err.contains("another metadata service answers there"),
+        "{err}"
+    );
     // The first one still answers.
     assert_eq!(client::list(&svc.socket).unwrap(), json!([]));
 }
@@ -379,7 +541,8 @@ fn the_key_and_the_registration_socket_are_private() {
 #[test]
 fn an_unreachable_service_is_reported_as_such() {
     let dirs = Dirs::new();
-    let err = client::register(&dirs.socket(), &PodUuid::new_random(), &registration(false)).unwrap_err();
+    let err =
+        client::register(&dirs.socket(), &PodUuid::new_random(), &registration(false)).unwrap_err();
     assert!(
         matches!(err, appc_pod::metadata::MetadataError::Unreachable { .. }),
         "{err}"

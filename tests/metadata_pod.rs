@@ -78,7 +78,19 @@ fn pods_read_their_own_metadata_and_verify_each_other() {
     });
     let file = env.tmp.path().join("pod-a.json");
     std::fs::write(&file, manifest.to_string()).unwrap();
-    let a = run(&env, &svc, &["run", "--name", "pod-a", "--net", "host", "--pod-manifest", file.to_str().unwrap()]);
+    let a = run(
+        &env,
+        &svc,
+        &[
+            "run",
+            "--name",
+            "pod-a",
+            "--net",
+            "host",
+            "--pod-manifest",
+            file.to_str().unwrap(),
+        ],
+    );
     a.ok();
     let r = a.report_with("pod/uuid");
     let a_uuid = env.uuid("pod-a");
@@ -87,7 +99,10 @@ fn pods_read_their_own_metadata_and_verify_each_other() {
     let url = r["url"].as_str().unwrap();
     let prefix = format!("http://127.0.0.1:{}/", svc.port());
     let token = url.strip_prefix(&prefix).unwrap_or_else(|| panic!("{url}"));
-    assert!(token.len() >= 32 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{url}");
+    assert!(
+        token.len() >= 32 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{url}"
+    );
     assert!(!token.contains(&a_uuid.replace('-', "")), "{url}");
 
     assert_eq!(answer(&r["pod/uuid"]), (200, TEXT, a_uuid.as_str()));
@@ -112,10 +127,16 @@ fn pods_read_their_own_metadata_and_verify_each_other() {
     );
     let (status, ctype, body) = answer(&r["app/image/manifest"]);
     assert_eq!((status, ctype), (200, JSON));
-    assert_eq!(serde_json::from_str::<Value>(body).unwrap()["name"], image.as_str());
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap()["name"],
+        image.as_str()
+    );
     let (status, ctype, id) = answer(&r["app/image/id"]);
     assert_eq!((status, ctype), (200, TEXT));
-    assert_eq!(served["apps"][0]["image"]["id"], id, "byte-equal to the manifest's");
+    assert_eq!(
+        served["apps"][0]["image"]["id"], id,
+        "byte-equal to the manifest's"
+    );
     assert!(id.starts_with("sha512-") && id.len() == 135, "{id:?}");
     let (status, ctype, signature) = answer(&r["sign"]);
     assert_eq!((status, ctype), (200, TEXT));
@@ -123,7 +144,12 @@ fn pods_read_their_own_metadata_and_verify_each_other() {
     let signature = signature.to_owned();
 
     // The pod unregistered when it ended.
-    assert_eq!(client::list(&svc.socket).unwrap(), json!([]), "{}", svc.log());
+    assert_eq!(
+        client::list(&svc.socket).unwrap(),
+        json!([]),
+        "{}",
+        svc.log()
+    );
 
     // Pod B: verifies A's signature, reads its own uuid, and fails to read A's (or anyone's)
     // data without its own token.
@@ -139,31 +165,112 @@ fn pods_read_their_own_metadata_and_verify_each_other() {
         "0123456789abcdef".repeat(4)
     );
     let mut args = vec!["run", "--name", "pod-b", "--net", "host"];
-    args.extend([image.as_str(), "--name", "verify", "--exec", "/probe", "--", "http", "POST", VERIFY]);
+    args.extend([
+        image.as_str(),
+        "--name",
+        "verify",
+        "--exec",
+        "/probe",
+        "--",
+        "http",
+        "POST",
+        VERIFY,
+    ]);
     args.extend(verify_fields.iter().map(String::as_str));
-    args.extend(["---", image.as_str(), "--name", "own", "--exec", "/probe", "--", "http", "GET", "/acMetadata/v1/pod/uuid"]);
-    args.extend(["---", image.as_str(), "--name", "anon", "--exec", "/probe", "--", "http", "GET", anon.as_str()]);
-    args.extend(["---", image.as_str(), "--name", "guess", "--exec", "/probe", "--", "http", "GET", guess.as_str()]);
+    args.extend([
+        "---",
+        image.as_str(),
+        "--name",
+        "own",
+        "--exec",
+        "/probe",
+        "--",
+        "http",
+        "GET",
+        "/acMetadata/v1/pod/uuid",
+    ]);
+    args.extend([
+        "---",
+        image.as_str(),
+        "--name",
+        "anon",
+        "--exec",
+        "/probe",
+        "--",
+        "http",
+        "GET",
+        anon.as_str(),
+    ]);
+    args.extend([
+        "---",
+        image.as_str(),
+        "--name",
+        "guess",
+        "--exec",
+        "/probe",
+        "--",
+        "http",
+        "GET",
+        guess.as_str(),
+    ]);
     let b = run(&env, &svc, &args);
     b.ok();
     let b_uuid = env.uuid("pod-b");
     assert_eq!(answer(&answer_to(&b, VERIFY)), (200, TEXT, ""));
-    assert_eq!(answer(&answer_to(&b, "/acMetadata/v1/pod/uuid")).2, b_uuid, "its own uuid");
+    assert_eq!(
+        answer(&answer_to(&b, "/acMetadata/v1/pod/uuid")).2,
+        b_uuid,
+        "its own uuid"
+    );
     assert_ne!(b_uuid, a_uuid);
-    assert_eq!(answer(&answer_to(&b, &anon)).0, 403, "no token, host address: nobody");
+    assert_eq!(
+        answer(&answer_to(&b, &anon)).0,
+        403,
+        "no token, host address: nobody"
+    );
     assert_eq!(answer(&answer_to(&b, &guess)).0, 404, "a guessed token");
 
     // The key survives a restart: pod C verifies A's signature with a new service process.
     assert!(svc.stop().success());
     svc = mds::Service::start(&state, &socket);
-    let mut args = vec!["run", "--name", "pod-c", "--net", "host", image.as_str(), "--exec", "/probe", "--", "http", "POST", VERIFY];
+    let mut args = vec![
+        "run",
+        "--name",
+        "pod-c",
+        "--net",
+        "host",
+        image.as_str(),
+        "--exec",
+        "/probe",
+        "--",
+        "http",
+        "POST",
+        VERIFY,
+    ];
     args.extend(verify_fields.iter().map(String::as_str));
     let c = run(&env, &svc, &args);
     c.ok();
     assert_eq!(answer(&answer_to(&c, VERIFY)).0, 200, "{}", svc.log());
     // A tampered signature is refused by the same route.
-    let mut args = vec!["run", "--name", "pod-d", "--net", "host", image.as_str(), "--exec", "/probe", "--", "http", "POST", VERIFY];
-    let tampered = [format!("content={CONTENT}!"), verify_fields[1].clone(), verify_fields[2].clone()];
+    let mut args = vec![
+        "run",
+        "--name",
+        "pod-d",
+        "--net",
+        "host",
+        image.as_str(),
+        "--exec",
+        "/probe",
+        "--",
+        "http",
+        "POST",
+        VERIFY,
+    ];
+    let tampered = [
+        format!("content={CONTENT}!"),
+        verify_fields[1].clone(),
+        verify_fields[2].clone(),
+    ];
     args.extend(tampered.iter().map(String::as_str));
     let d = run(&env, &svc, &args);
     assert_eq!(answer(&answer_to(d.ok(), VERIFY)).0, 403);
@@ -178,13 +285,23 @@ fn a_pod_runs_when_no_metadata_service_is_there() {
     let image = env.probe_image("nomds", &["report"], |_| {});
     let missing = env.tmp.path().join("no-such.sock");
     let r = env
-        .cmd(&["--debug", "run", "--name", "lonely", "--net", "host", &image])
+        .cmd(&[
+            "--debug", "run", "--name", "lonely", "--net", "host", &image,
+        ])
         .env(client::SOCKET_ENV, &missing)
         .output()
         .expect("run appcctl");
     let r: Run = r.into();
     let report = r.ok().report();
-    assert!(report["env"]["AC_METADATA_URL"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:")));
-    assert!(r.stderr.contains("no metadata for pod") && r.stderr.contains("is not running"), "{}", r.stderr);
+    assert!(
+        report["env"]["AC_METADATA_URL"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:"))
+    );
+    assert!(
+        r.stderr.contains("no metadata for pod") && r.stderr.contains("is not running"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }

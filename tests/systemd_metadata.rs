@@ -28,9 +28,10 @@ fn units_dir() -> PathBuf {
 
 #[test]
 fn socket_activated_service_serves_pods() {
-    let mut opts = HostOptions::new()
-        .with_build()
-        .install(env!("CARGO_BIN_EXE_appc-metadata"), BINARY, 0o755);
+    let mut opts =
+        HostOptions::new()
+            .with_build()
+            .install(env!("CARGO_BIN_EXE_appc-metadata"), BINARY, 0o755);
     for unit in UNITS {
         opts = opts.install(units_dir().join(unit), &format!("{UNIT_DIR}/{unit}"), 0o644);
     }
@@ -59,30 +60,54 @@ fn socket_activated_service_serves_pods() {
         .expect_success("stat the registration socket");
     assert_eq!(sock.stdout_trimmed(), "socket 600 root root");
     let listening = host.sh("ss -Htln 'sport = :18112' | wc -l");
-    assert_ne!(listening.stdout_trimmed(), "0", "nothing on 18112:\n{listening}");
+    assert_ne!(
+        listening.stdout_trimmed(),
+        "0",
+        "nothing on 18112:\n{listening}"
+    );
 
     import_image(&host);
     let (uuid, files) = run_pod(&host, "mds1");
-    assert_eq!(is_active(&host, "appc-metadata.service"), "active", "activated by the pod's registration");
+    assert_eq!(
+        is_active(&host, "appc-metadata.service"),
+        "active",
+        "activated by the pod's registration"
+    );
     assert_eq!(files.uuid, uuid, "the pod read its own uuid");
-    assert!(files.id.starts_with("sha512-") && files.id.len() == 135, "{:?}", files.id);
-    let manifest: serde_json::Value = serde_json::from_str(&files.manifest).expect("pod manifest JSON");
+    assert!(
+        files.id.starts_with("sha512-") && files.id.len() == 135,
+        "{:?}",
+        files.id
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&files.manifest).expect("pod manifest JSON");
     assert_eq!(manifest["apps"][0]["name"], "main");
     assert_eq!(manifest["apps"][0]["image"]["id"], files.id.as_str());
     assert_eq!(manifest["annotations"], serde_json::json!([]));
-    assert!(files.url.starts_with("http://127.0.0.1:18112/"), "{}", files.url);
+    assert!(
+        files.url.starts_with("http://127.0.0.1:18112/"),
+        "{}",
+        files.url
+    );
     let journal = host.journal(&["-u", "appc-metadata.service"]);
     assert!(
-        journal.contains(&format!("registered pod {uuid}")) && journal.contains(&format!("unregistered pod {uuid}")),
+        journal.contains(&format!("registered pod {uuid}"))
+            && journal.contains(&format!("unregistered pod {uuid}")),
         "{journal}"
     );
     let left = host.sh(&format!("ls -A {STATE}/pods"));
-    assert_eq!(left.stdout_trimmed(), "", "the pod unregistered when it ended");
+    assert_eq!(
+        left.stdout_trimmed(),
+        "",
+        "the pod unregistered when it ended"
+    );
     let key = host
         .run(&["stat", "-c", "%a %s", &format!("{STATE}/hmac.key")])
         .expect_success("stat the key");
     assert_eq!(key.stdout_trimmed(), "600 64");
-    let key_before = host.read_file(&format!("{STATE}/hmac.key")).expect("read the key");
+    let key_before = host
+        .read_file(&format!("{STATE}/hmac.key"))
+        .expect("read the key");
 
     // Stopped, the service is activated again by the next pod, with the same key.
     host.run(&["systemctl", "stop", "appc-metadata.service"])
@@ -91,14 +116,20 @@ fn socket_activated_service_serves_pods() {
     let (uuid2, files2) = run_pod(&host, "mds2");
     assert_eq!(files2.uuid, uuid2);
     assert_eq!(is_active(&host, "appc-metadata.service"), "active");
-    assert_eq!(host.read_file(&format!("{STATE}/hmac.key")).expect("read the key"), key_before);
+    assert_eq!(
+        host.read_file(&format!("{STATE}/hmac.key"))
+            .expect("read the key"),
+        key_before
+    );
 
     let report = host.shutdown().unwrap_or_else(|e| panic!("{e}"));
     assert!(report.halted_cleanly, "{report:?}");
 }
 
 fn is_active(host: &TestHost, unit: &str) -> String {
-    host.run(&["systemctl", "is-active", unit]).stdout_trimmed().to_owned()
+    host.run(&["systemctl", "is-active", unit])
+        .stdout_trimmed()
+        .to_owned()
 }
 
 /// A busybox image built inside the host (the machine's busybox-static).
@@ -116,7 +147,8 @@ EOF
 {APPCCTL} --insecure-options=image fetch /root/mds.aci
 "#
     );
-    host.sh(&script).expect_success("building the image in the host");
+    host.sh(&script)
+        .expect_success("building the image in the host");
 }
 
 struct Files {
@@ -139,14 +171,20 @@ fn run_pod(host: &TestHost, name: &str) -> (String, Files) {
     );
     let run = host.sh_timeout(&script, Duration::from_secs(60));
     let journal = host.journal(&["-u", "appc-metadata.service"]);
-    assert!(run.success(), "the pod failed:\n{run}\nservice journal:\n{journal}");
+    assert!(
+        run.success(),
+        "the pod failed:\n{run}\nservice journal:\n{journal}"
+    );
     let status = host
         .run(&[APPCCTL, "status", "--format", "json", name])
         .expect_success("appcctl status");
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
     let read = |f: &str| {
-        String::from_utf8(host.read_file(&format!("{OUT}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}")))
-            .expect("utf-8")
+        String::from_utf8(
+            host.read_file(&format!("{OUT}/{f}"))
+                .unwrap_or_else(|e| panic!("{f}: {e}")),
+        )
+        .expect("utf-8")
     };
     let files = Files {
         url: read("url"),

@@ -25,6 +25,9 @@ struct Args {
     /// Address for the pods' endpoints, repeatable (standalone start only).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:18112")]
     listen: Vec<SocketAddr>,
+    /// Worker threads answering requests.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
 }
 
 fn main() -> ExitCode {
@@ -52,10 +55,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!(
         "appc-metadata: serving pods on {} ({}), {} pods registered",
         pods.join(" "),
-        if activated { "socket-activated" } else { "standalone" },
+        if activated {
+            "socket-activated"
+        } else {
+            "standalone"
+        },
         service.registry.list().len()
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.threads))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

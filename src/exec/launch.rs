@@ -319,10 +319,8 @@ fn start_and_wait(
     }
     // The pod is placed and its network set up: its apps may ask for metadata from their
     // first instruction on. Best effort (a pod runs without a metadata service).
-    let init = process_start_time(pid).map(|start_time| crate::metadata::InitProcess {
-        pid,
-        start_time,
-    });
+    let init =
+        process_start_time(pid).map(|start_time| crate::metadata::InitProcess { pid, start_time });
     metadata.register(init, Vec::new());
     let go = ToInit::Go {
         journal: log_to_journal(plan),

@@ -52,14 +52,19 @@ pub fn listeners_from_env() -> Result<Option<Activated>, MetadataError> {
         }
     }
     let registration = registration.ok_or_else(|| {
-        MetadataError::Activation("no unix stream socket passed (ListenStream=/run/appc/metadata.sock)".into())
+        MetadataError::Activation(
+            "no unix stream socket passed (ListenStream=/run/appc/metadata.sock)".into(),
+        )
     })?;
     if public.is_empty() {
         return Err(MetadataError::Activation(
             "no TCP socket passed (ListenStream=18112)".into(),
         ));
     }
-    Ok(Some(Activated { registration, public }))
+    Ok(Some(Activated {
+        registration,
+        public,
+    }))
 }
 
 enum Role {
@@ -69,7 +74,8 @@ enum Role {
 
 fn classify(fd: &OwnedFd, name: &str) -> Result<Role, MetadataError> {
     let bad = |why: String| MetadataError::Activation(format!("descriptor {name}: {why}"));
-    let kind = rustix::net::sockopt::socket_type(fd).map_err(|e| bad(format!("not a socket ({e})")))?;
+    let kind =
+        rustix::net::sockopt::socket_type(fd).map_err(|e| bad(format!("not a socket ({e})")))?;
     if kind != SocketType::STREAM {
         return Err(bad("not a stream socket; use ListenStream=".into()));
     }

@@ -55,8 +55,12 @@ impl Access {
         let port = public_port();
         match self {
             Access::Token(t) => format!("http://127.0.0.1:{port}/{t}"),
-            Access::Address { gateway: IpAddr::V4(a) } => format!("http://{a}:{port}"),
-            Access::Address { gateway: IpAddr::V6(a) } => format!("http://[{a}]:{port}"),
+            Access::Address {
+                gateway: IpAddr::V4(a),
+            } => format!("http://{a}:{port}"),
+            Access::Address {
+                gateway: IpAddr::V6(a),
+            } => format!("http://[{a}]:{port}"),
         }
     }
 
@@ -71,19 +75,28 @@ impl Access {
 /// `PUT /v1/pods/<uuid>`.
 pub fn register(socket: &Path, uuid: &PodUuid, reg: &Registration) -> Result<(), MetadataError> {
     let body = serde_json::to_vec(reg).unwrap_or_else(|e| unreachable!("JSON of plain data: {e}"));
-    expect_success(socket, request(socket, "PUT", &format!("/v1/pods/{uuid}"), Some(&body))?)
+    expect_success(
+        socket,
+        request(socket, "PUT", &format!("/v1/pods/{uuid}"), Some(&body))?,
+    )
 }
 
 /// `DELETE /v1/pods/<uuid>`.
 pub fn unregister(socket: &Path, uuid: &PodUuid) -> Result<(), MetadataError> {
-    expect_success(socket, request(socket, "DELETE", &format!("/v1/pods/{uuid}"), None)?)
+    expect_success(
+        socket,
+        request(socket, "DELETE", &format!("/v1/pods/{uuid}"), None)?,
+    )
 }
 
 /// `GET /v1/pods`: the registered pods.
 pub fn list(socket: &Path) -> Result<serde_json::Value, MetadataError> {
     let (status, body) = request(socket, "GET", "/v1/pods", None)?;
     if status != 200 {
-        return Err(protocol(socket, format!("status {status}: {}", String::from_utf8_lossy(&body).trim())));
+        return Err(protocol(
+            socket,
+            format!("status {status}: {}", String::from_utf8_lossy(&body).trim()),
+        ));
     }
     serde_json::from_slice(&body).map_err(|e| protocol(socket, format!("bad pod list: {e}")))
 }
@@ -93,7 +106,10 @@ fn expect_success(socket: &Path, (status, body): (u16, Vec<u8>)) -> Result<(), M
         return Ok(());
     }
     let text = String::from_utf8_lossy(&body);
-    Err(protocol(socket, format!("status {status}: {}", text.trim())))
+    Err(protocol(
+        socket,
+        format!("status {status}: {}", text.trim()),
+    ))
 }
 
 fn protocol(socket: &Path, reason: String) -> MetadataError {
@@ -104,7 +120,12 @@ fn protocol(socket: &Path, reason: String) -> MetadataError {
 }
 
 /// One HTTP/1.1 exchange; the server closes the connection after its answer.
-fn request(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>), MetadataError> {
+fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>), MetadataError> {
     let mut stream = UnixStream::connect(socket).map_err(|source| MetadataError::Unreachable {
         socket: socket.to_owned(),
         source,
@@ -132,10 +153,18 @@ fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
     let body = &raw[end + 4..];
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    Some((status, if chunked { dechunk(body)? } else { body.to_vec() }))
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    Some((
+        status,
+        if chunked {
+            dechunk(body)?
+        } else {
+            body.to_vec()
+        },
+    ))
 }
 
 fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
@@ -195,7 +224,10 @@ impl PodRegistration {
             Ok(()) => {
                 self.registered = true;
                 if self.debug {
-                    eprintln!("appcctl: pod {} registered with the metadata service", self.uuid);
+                    eprintln!(
+                        "appcctl: pod {} registered with the metadata service",
+                        self.uuid
+                    );
                 }
             }
             Err(e @ MetadataError::Unreachable { .. }) => {

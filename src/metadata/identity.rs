@@ -100,7 +100,10 @@ mod tests {
         assert!(!b.verify(&PodUuid::new_random(), b"Old MacDonald Had A Farm", &sig));
         assert!(!b.verify(&uuid, b"x", "not base64!"));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -108,7 +111,9 @@ mod tests {
     fn a_truncated_key_is_refused_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
-        let err = Identity::load_or_create(dir.path()).unwrap_err().to_string();
+        let err = Identity::load_or_create(dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("holds 5 bytes"), "{err}");
         assert_eq!(std::fs::read(dir.path().join(KEY_FILE)).unwrap(), b"short");
     }

@@ -135,7 +135,10 @@ pub enum MetadataError {
     Protocol { socket: PathBuf, reason: String },
 }
 
-fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> MetadataError {
+fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> MetadataError {
     let path = path.into();
     move |source| MetadataError::Io { op, path, source }
 }

@@ -50,7 +50,12 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(
 
 /// Creates `dir/name` atomically unless it exists; `false` when another writer was first (a
 /// hard link, unlike rename, never replaces an existing file).
-pub fn create_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<bool, MetadataError> {
+pub fn create_atomic(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<bool, MetadataError> {
     let tmp = write_tmp(dir, name, bytes, mode)?;
     let target = dir.join(name);
     let linked = fs::hard_link(&tmp, &target);
@@ -90,8 +95,10 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>, MetadataError> {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

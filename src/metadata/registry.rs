@@ -94,20 +94,29 @@ impl PodEntry {
         if let Some(t) = &reg.token {
             check_token(t).map_err(invalid)?;
         }
-        if let Some(a) = reg.addresses.iter().find(|a| a.is_unspecified() || a.is_multicast()) {
+        if let Some(a) = reg
+            .addresses
+            .iter()
+            .find(|a| a.is_unspecified() || a.is_multicast())
+        {
             return Err(invalid(format!("{a} cannot be a pod address")));
         }
-        if let Some(name) = reg.apps.keys().find(|n| !reg.manifest.apps.iter().any(|a| a.name.as_str() == n.as_str())) {
+        if let Some(name) = reg.apps.keys().find(|n| {
+            !reg.manifest
+                .apps
+                .iter()
+                .any(|a| a.name.as_str() == n.as_str())
+        }) {
             return Err(invalid(format!("app {name:?} is not in the pod manifest")));
         }
         let mut apps = HashMap::new();
         for rt in &reg.manifest.apps {
             let name = rt.name.as_str();
-            let id = rt
-                .image
-                .id
-                .as_ref()
-                .ok_or_else(|| invalid(format!("app {name}: the pod manifest has no image id (not reified)")))?;
+            let id = rt.image.id.as_ref().ok_or_else(|| {
+                invalid(format!(
+                    "app {name}: the pod manifest has no image id (not reified)"
+                ))
+            })?;
             let image = reg
                 .apps
                 .get(name)
@@ -149,7 +158,9 @@ impl PodEntry {
 }
 
 fn json_bytes<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("JSON of plain data: {e}")))
+    Bytes::from(
+        serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("JSON of plain data: {e}")),
+    )
 }
 
 /// MD3: at least 128 bits, in hex (so it is one safe path segment).
@@ -211,10 +222,14 @@ impl Registry {
             writer: Mutex::new(()),
             maps: RwLock::new(Maps::default()),
         };
-        let entries = std::fs::read_dir(&registry.dir).map_err(super::io_err("read", &registry.dir))?;
+        let entries =
+            std::fs::read_dir(&registry.dir).map_err(super::io_err("read", &registry.dir))?;
         for file in entries.flatten() {
             let name = file.file_name().to_string_lossy().into_owned();
-            let Some(uuid) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) else {
+            let Some(uuid) = name
+                .strip_suffix(".json")
+                .filter(|_| !name.starts_with('.'))
+            else {
                 continue; // temp files of an interrupted write
             };
             match registry.load_one(uuid, &file.path()) {
@@ -230,10 +245,11 @@ impl Registry {
 
     fn load_one(&self, uuid: &str, path: &Path) -> Result<Option<PodEntry>, MetadataError> {
         let bytes = std::fs::read(path).map_err(super::io_err("read", path))?;
-        let reg: Registration = serde_json::from_slice(&bytes).map_err(|e| MetadataError::Invalid {
-            pod: uuid.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let reg: Registration =
+            serde_json::from_slice(&bytes).map_err(|e| MetadataError::Invalid {
+                pod: uuid.to_owned(),
+                reason: e.to_string(),
+            })?;
         if reg.init.is_some_and(|i| !i.is_alive()) {
             return Ok(None);
         }
@@ -280,7 +296,9 @@ impl Registry {
         stale.extend(
             maps.by_uuid
                 .values()
-                .filter(|e| e.uuid != entry.uuid && e.registration.init.is_some_and(|i| !i.is_alive()))
+                .filter(|e| {
+                    e.uuid != entry.uuid && e.registration.init.is_some_and(|i| !i.is_alive())
+                })
                 .map(|e| e.uuid),
         );
         stale.sort();

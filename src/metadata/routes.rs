@@ -88,19 +88,26 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn app(&self) -> Result<&AppEntry, Response> {
+    /// One answer of the app named in the path, or 404.
+    fn app_answer(&self, content_type: &'static str, pick: fn(&AppEntry) -> &Bytes) -> Response {
         let name = self.app.as_deref().unwrap_or_default();
-        self.pod
-            .apps
-            .get(name)
-            .ok_or_else(|| problem(StatusCode::NOT_FOUND, format!("the pod has no app {name:?}")))
+        match self.pod.apps.get(name) {
+            Some(app) => reply(content_type, StatusCode::OK, pick(app).clone()),
+            None => problem(
+                StatusCode::NOT_FOUND,
+                format!("the pod has no app {name:?}"),
+            ),
+        }
     }
 }
 
 impl FromRequestParts<Arc<Service>> for Caller {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, service: &Arc<Service>) -> Result<Self, Response> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &Arc<Service>,
+    ) -> Result<Self, Response> {
         let params = RawPathParams::from_request_parts(parts, service)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -118,11 +125,20 @@ impl FromRequestParts<Arc<Service>> for Caller {
                 .by_token(t)
                 .ok_or_else(|| problem(StatusCode::NOT_FOUND, "unknown metadata token"))?,
             None => {
-                let source = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-                source.and_then(|a| service.registry.by_address(a)).ok_or_else(|| {
-                    let who = source.map_or_else(|| "this caller".to_owned(), |a| a.to_string());
-                    problem(StatusCode::FORBIDDEN, format!("{who} is not a registered pod address"))
-                })?
+                let source = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip());
+                source
+                    .and_then(|a| service.registry.by_address(a))
+                    .ok_or_else(|| {
+                        let who =
+                            source.map_or_else(|| "this caller".to_owned(), |a| a.to_string());
+                        problem(
+                            StatusCode::FORBIDDEN,
+                            format!("{who} is not a registered pod address"),
+                        )
+                    })?
             }
         };
         Ok(Caller { pod, app })
@@ -141,16 +157,16 @@ async fn pod_uuid(c: Caller) -> Response {
     reply(TEXT, StatusCode::OK, c.pod.uuid_text.clone())
 }
 
-async fn app_annotations(c: Caller) -> Result<Response, Response> {
-    Ok(reply(JSON, StatusCode::OK, c.app()?.annotations.clone()))
+async fn app_annotations(c: Caller) -> Response {
+    c.app_answer(JSON, |a| &a.annotations)
 }
 
-async fn image_manifest(c: Caller) -> Result<Response, Response> {
-    Ok(reply(JSON, StatusCode::OK, c.app()?.image_manifest.clone()))
+async fn image_manifest(c: Caller) -> Response {
+    c.app_answer(JSON, |a| &a.image_manifest)
 }
 
-async fn image_id(c: Caller) -> Result<Response, Response> {
-    Ok(reply(TEXT, StatusCode::OK, c.app()?.image_id.clone()))
+async fn image_id(c: Caller) -> Response {
+    c.app_answer(TEXT, |a| &a.image_id)
 }
 
 #[derive(Deserialize)]
@@ -180,9 +196,15 @@ async fn verify(
     axum::Form(form): axum::Form<VerifyForm>,
 ) -> Response {
     let Ok(uuid) = PodUuid::parse(&form.uuid) else {
-        return problem(StatusCode::BAD_REQUEST, format!("uuid {:?} is not a UUID", form.uuid));
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("uuid {:?} is not a UUID", form.uuid),
+        );
     };
-    let status = if service.identity.verify(&uuid, form.content.as_bytes(), &form.signature) {
+    let status = if service
+        .identity
+        .verify(&uuid, form.content.as_bytes(), &form.signature)
+    {
         StatusCode::OK
     } else {
         StatusCode::FORBIDDEN
@@ -197,30 +219,43 @@ async fn register(
 ) -> Response {
     let reg: Registration = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("registration of pod {uuid}: {e}")),
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("registration of pod {uuid}: {e}"),
+            );
+        }
     };
     let apps = reg.apps.len();
     // Validation and an fsync: off the async workers.
-    let task = tokio::task::spawn_blocking(move || service.registry.register(&uuid, reg).map(|()| uuid));
+    let task =
+        tokio::task::spawn_blocking(move || service.registry.register(&uuid, reg).map(|()| uuid));
     match task.await {
         Ok(Ok(uuid)) => {
             eprintln!("appc-metadata: registered pod {uuid} ({apps} apps)");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Err(e)) => error_response(&e),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, format!("registration failed: {e}")),
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("registration failed: {e}"),
+        ),
     }
 }
 
 async fn unregister(State(service): State<Arc<Service>>, Path(uuid): Path<String>) -> Response {
-    let task = tokio::task::spawn_blocking(move || service.registry.unregister(&uuid).map(|()| uuid));
+    let task =
+        tokio::task::spawn_blocking(move || service.registry.unregister(&uuid).map(|()| uuid));
     match task.await {
         Ok(Ok(uuid)) => {
             eprintln!("appc-metadata: unregistered pod {uuid}");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Err(e)) => error_response(&e),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, format!("unregistration failed: {e}")),
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unregistration failed: {e}"),
+        ),
     }
 }
 

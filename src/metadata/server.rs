@@ -33,7 +33,10 @@ pub fn bind_standalone(socket: &Path, public: &[SocketAddr]) -> Result<Activated
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
         return Err(MetadataError::Bind {
             what: socket.display().to_string(),
-            source: io::Error::new(io::ErrorKind::AddrInUse, "another metadata service answers there"),
+            source: io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another metadata service answers there",
+            ),
         });
     }
     match std::fs::remove_file(socket) {
@@ -52,7 +55,10 @@ pub fn bind_standalone(socket: &Path, public: &[SocketAddr]) -> Result<Activated
         .iter()
         .map(|a| std::net::TcpListener::bind(a).map_err(bind_err(a.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Activated { registration, public })
+    Ok(Activated {
+        registration,
+        public,
+    })
 }
 
 /// The unix listener, accepting only root and the service's own user (the socket unit's
@@ -71,7 +77,10 @@ impl axum::serve::Listener for TrustedPeers {
             match self.inner.accept().await {
                 Ok((stream, addr)) => match stream.peer_cred() {
                     Ok(c) if c.uid() == 0 || c.uid() == self.own_uid => return (stream, addr),
-                    Ok(c) => eprintln!("appc-metadata: refusing a registration connection from uid {}", c.uid()),
+                    Ok(c) => eprintln!(
+                        "appc-metadata: refusing a registration connection from uid {}",
+                        c.uid()
+                    ),
                     Err(e) => eprintln!("appc-metadata: cannot identify a registration peer: {e}"),
                 },
                 Err(e) => {
@@ -90,7 +99,11 @@ impl axum::serve::Listener for TrustedPeers {
 
 /// The addresses the pods' listeners are bound to (for the start-up message and tests).
 pub fn public_addresses(listeners: &Activated) -> Vec<SocketAddr> {
-    listeners.public.iter().filter_map(|l| l.local_addr().ok()).collect()
+    listeners
+        .public
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect()
 }
 
 /// Serves until `shutdown` completes; then stops accepting and lets open requests finish.
@@ -120,19 +133,32 @@ pub async fn serve(
     };
     let router = registration_router(service.clone());
     let stop = stopped();
-    tasks.spawn(async move { axum::serve(trusted, router).with_graceful_shutdown(stop).await });
+    tasks.spawn(async move {
+        axum::serve(trusted, router)
+            .with_graceful_shutdown(stop)
+            .await
+    });
     for listener in listeners.public {
-        let addr = listener.local_addr().map_err(io_err("inspect", "a TCP listener"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io_err("inspect", "a TCP listener"))?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| MetadataError::Bind { what: addr.to_string(), source: e })?;
+            .map_err(|e| MetadataError::Bind {
+                what: addr.to_string(),
+                source: e,
+            })?;
         let tcp = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| MetadataError::Bind { what: addr.to_string(), source: e })?
+            .map_err(|e| MetadataError::Bind {
+                what: addr.to_string(),
+                source: e,
+            })?
             // Small answers on kept-alive connections: Nagle would delay each by up to 40 ms.
             .tap_io(|s| {
                 let _ = s.set_nodelay(true);
             });
-        let app = public_router(service.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app =
+            public_router(service.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = stopped();
         tasks.spawn(async move { axum::serve(tcp, app).with_graceful_shutdown(stop).await });
     }
@@ -144,7 +170,11 @@ pub async fn serve(
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(io_err("serve", "the metadata listeners")(e)),
-            Err(e) => return Err(io_err("serve", "the metadata listeners")(io::Error::other(e))),
+            Err(e) => {
+                return Err(io_err("serve", "the metadata listeners")(io::Error::other(
+                    e,
+                )));
+            }
         }
     }
     Ok(())
@@ -157,14 +187,21 @@ fn to_tokio_unix(
     let what = path.display().to_string();
     listener
         .set_nonblocking(true)
-        .map_err(|source| MetadataError::Bind { what: what.clone(), source })?;
-    tokio::net::UnixListener::from_std(listener).map_err(|source| MetadataError::Bind { what, source })
+        .map_err(|source| MetadataError::Bind {
+            what: what.clone(),
+            source,
+        })?;
+    tokio::net::UnixListener::from_std(listener)
+        .map_err(|source| MetadataError::Bind { what, source })
 }
 
 /// Completes on SIGTERM (systemd's stop) or SIGINT.
 pub async fn termination() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the default action still ends the process.
         std::future::pending::<()>().await;
         return;

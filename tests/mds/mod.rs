@@ -53,19 +53,21 @@ impl Service {
                 if let Some(rest) = line.split("serving pods on ").nth(1) {
                     let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
                 }
-                let mut l = sink.lock().unwrap();
+                let mut l = sink.lock().expect("log lock");
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!(
-                "appc-metadata did not start ({status:?}):\n{}",
-                log.lock().unwrap()
-            )
-        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "appc-metadata did not start ({status:?}):\n{}",
+                    log.lock().expect("log lock")
+                )
+            });
         Service {
             child,
             state_dir: state_dir.to_owned(),
@@ -81,7 +83,7 @@ impl Service {
 
     /// What the service wrote to stderr so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.lock().expect("log lock").clone()
     }
 
     /// SIGTERM, then the exit status (it must stop by itself).
@@ -151,9 +153,16 @@ pub fn connect(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
 }
 
 /// `METHOD path` from `from`, with a form body when `form` is given (already encoded).
-pub fn http(from: Ipv4Addr, to: SocketAddr, method: &str, path: &str, form: Option<&str>) -> Answer {
+pub fn http(
+    from: Ipv4Addr,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    form: Option<&str>,
+) -> Answer {
     let mut s = connect(from, to);
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {to}\r\nMetadata-Flavor: AppContainer\r\nConnection: close\r\n"
     );

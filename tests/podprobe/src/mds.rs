@@ -29,7 +29,8 @@ impl Answer {
 /// `AC_METADATA_URL` + `path` when `path` starts with `/`, else `path` as a full URL.
 pub fn resolve(path: &str) -> Result<String, String> {
     if path.starts_with('/') {
-        let base = std::env::var("AC_METADATA_URL").map_err(|_| "AC_METADATA_URL is not set".to_owned())?;
+        let base = std::env::var("AC_METADATA_URL")
+            .map_err(|_| "AC_METADATA_URL is not set".to_owned())?;
         Ok(format!("{base}{path}"))
     } else {
         Ok(path.to_owned())
@@ -40,7 +41,9 @@ pub fn resolve(path: &str) -> Result<String, String> {
 pub fn form(fields: &[&str]) -> Result<String, String> {
     let mut out = Vec::new();
     for f in fields {
-        let (k, v) = f.split_once('=').ok_or_else(|| format!("form field {f:?} is not NAME=VALUE"))?;
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| format!("form field {f:?} is not NAME=VALUE"))?;
         out.push(format!("{}={}", encode(k), encode(v)));
     }
     Ok(out.join("&"))
@@ -49,7 +52,9 @@ pub fn form(fields: &[&str]) -> Result<String, String> {
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             b' ' => "+".to_owned(),
             _ => format!("%{b:02X}"),
         })
@@ -58,7 +63,9 @@ fn encode(s: &str) -> String {
 
 /// One request (`Connection: close`), with the ACE validator's header; `form` makes it a POST.
 pub fn request(method: &str, url: &str, form: Option<&str>) -> Result<Answer, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: only http:// URLs"))?;
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let mut stream = TcpStream::connect(host).map_err(|e| format!("connect {host}: {e}"))?;
@@ -73,10 +80,19 @@ pub fn request(method: &str, url: &str, form: Option<&str>) -> Result<Answer, St
         req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
     }
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(req.as_bytes()).map_err(|e| format!("send to {host}: {e}"))?;
+    stream
+        .write_all(req.as_bytes())
+        .map_err(|e| format!("send to {host}: {e}"))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| format!("read from {host}: {e}"))?;
-    parse(&raw).ok_or_else(|| format!("{url}: not an HTTP answer: {:?}", String::from_utf8_lossy(&raw)))
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read from {host}: {e}"))?;
+    parse(&raw).ok_or_else(|| {
+        format!(
+            "{url}: not an HTTP answer: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
 }
 
 fn parse(raw: &[u8]) -> Option<Answer> {
@@ -86,7 +102,9 @@ fn parse(raw: &[u8]) -> Option<Answer> {
     let header = |name: &str| {
         head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
         })
     };
     let mut body = raw[end + 4..].to_vec();
@@ -106,7 +124,15 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = body.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..eol]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&body[..eol])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
         body = &body[eol + 2..];
         if size == 0 {
             return Some(out);
@@ -120,7 +146,8 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
 /// signature of `content` and its verification with the pod's own UUID.
 pub fn metadata(content: &str) -> Result<J, String> {
     let app = std::env::var("AC_APP_NAME").map_err(|_| "AC_APP_NAME is not set".to_owned())?;
-    let url = std::env::var("AC_METADATA_URL").map_err(|_| "AC_METADATA_URL is not set".to_owned())?;
+    let url =
+        std::env::var("AC_METADATA_URL").map_err(|_| "AC_METADATA_URL is not set".to_owned())?;
     let v1 = "/acMetadata/v1";
     let mut pairs: Vec<(String, J)> = vec![("url".into(), J::from(url.as_str()))];
     let mut get = |key: &str, path: String| -> Result<Answer, String> {
@@ -132,10 +159,17 @@ pub fn metadata(content: &str) -> Result<J, String> {
     get("pod/manifest", format!("{v1}/pod/manifest"))?;
     get("pod/annotations", format!("{v1}/pod/annotations"))?;
     get("app/annotations", format!("{v1}/apps/{app}/annotations"))?;
-    get("app/image/manifest", format!("{v1}/apps/{app}/image/manifest"))?;
+    get(
+        "app/image/manifest",
+        format!("{v1}/apps/{app}/image/manifest"),
+    )?;
     get("app/image/id", format!("{v1}/apps/{app}/image/id"))?;
     let sign_path = format!("{v1}/pod/hmac/sign");
-    let sig = request("POST", &resolve(&sign_path)?, Some(&form(&[&format!("content={content}")])?))?;
+    let sig = request(
+        "POST",
+        &resolve(&sign_path)?,
+        Some(&form(&[&format!("content={content}")])?),
+    )?;
     pairs.push(("sign".into(), sig.to_json(&sign_path)));
     let verify_path = format!("{v1}/pod/hmac/verify");
     let fields = [
