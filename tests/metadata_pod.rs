@@ -305,3 +305,126 @@ fn a_pod_runs_when_no_metadata_service_is_there() {
     );
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }
+
+/// A network namespace of the test's own, held by `sleep` (like tests/net.rs): the bridge, the
+/// veth and the firewall of the default network live and die with it.
+struct NetNs {
+    holder: std::process::Child,
+}
+
+impl NetNs {
+    fn new() -> NetNs {
+        let holder = Command::new("unshare")
+            .args([
+                "--net",
+                "sh",
+                "-c",
+                "ip link set lo up && exec sleep 100000",
+            ])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("unshare --net (util-linux)");
+        let ns = NetNs { holder };
+        let ours = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_link(ns.path()).map_or(true, |l| l == ours) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test namespace did not appear"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+#[test]
+fn a_pod_on_the_default_network_is_known_by_its_address() {
+    if !can_run_pods() {
+        return;
+    }
+    for tool in ["unshare", "nsenter", "nft"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            common::skip(&format!("{tool} is not installed (util-linux, nftables)"));
+            return;
+        }
+    }
+    let env = Env::new();
+    let ns = NetNs::new();
+    let net_arg = format!("--net={}", ns.path());
+    let wrapper = ["nsenter", net_arg.as_str()];
+    let state = env.tmp.path().join("mds-state");
+    let socket = env.tmp.path().join("mds.sock");
+    // In the namespace, on every address: the pod reaches it on the bridge's gateway address.
+    let svc = mds::Service::start_with(&wrapper, &state, &socket, "0.0.0.0:0");
+    let image = env.probe_image("mdsnet", &["metadata"], |_| {});
+    let ipam = env.tmp.path().join("ipam");
+    let config = env.tmp.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(&net_arg)
+        .arg(env!("CARGO_BIN_EXE_appcctl"))
+        .arg("--dir")
+        .arg(env.dir())
+        .arg("--config-dir")
+        .arg(&config)
+        .args(["run", "--name", "bridged", "--net=default", &image])
+        .env("APPC_NET_DIR", &ipam)
+        .env(client::SOCKET_ENV, &svc.socket)
+        .env(client::PORT_ENV, svc.port().to_string())
+        .stdin(std::process::Stdio::null());
+    let r: Run = cmd.output().expect("nsenter appcctl").into();
+    let report = r.ok().report_with("pod/uuid");
+    // AC_METADATA_URL: the gateway, no token; the pod is known by its source address.
+    let url = report["url"].as_str().unwrap();
+    let gateway = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix(&format!(":{}", svc.port())))
+        .unwrap_or_else(|| panic!("{url}"));
+    assert!(gateway.parse::<std::net::Ipv4Addr>().is_ok(), "{url}");
+    let status = env.status("bridged");
+    assert_eq!(status["networks"][0]["gateway"], gateway, "{status}");
+    assert_eq!(
+        answer(&report["pod/uuid"]),
+        (200, TEXT, status["uuid"].as_str().unwrap())
+    );
+    for key in [
+        "pod/manifest",
+        "pod/annotations",
+        "app/annotations",
+        "app/image/manifest",
+    ] {
+        assert_eq!(answer(&report[key]).0, 200, "{key}: {report}");
+    }
+    assert_eq!(answer(&report["app/image/id"]).1, TEXT);
+    assert_eq!(answer(&report["sign"]).0, 200, "{report}");
+    assert_eq!(answer(&report["verify"]).0, 200, "{report}");
+    assert!(
+        svc.log().contains(&format!(
+            "registered pod {}",
+            status["uuid"].as_str().unwrap()
+        )),
+        "{}",
+        svc.log()
+    );
+    assert_eq!(
+        client::list(&svc.socket).unwrap(),
+        json!([]),
+        "unregistered at the end"
+    );
+}

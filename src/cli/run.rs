@@ -15,7 +15,7 @@ use super::run_args::RunArgs;
 use super::{EXIT_INTERNAL, GlobalArgs, Insecure, printable};
 use crate::exec::control::{self, Stopped};
 use crate::exec::launch::{self, LaunchError, LaunchOptions};
-use crate::pod::compose::{NetMode, PodOptions, compose};
+use crate::pod::compose::{PodOptions, compose};
 use crate::pod::{Pod, PodStore};
 use crate::store::Store;
 
@@ -109,6 +109,8 @@ fn prepare_pod(
     for w in &composed.warnings {
         eprintln!("warning: {}", printable(w));
     }
+    // A port name no app declares is refused before the pod exists.
+    crate::net::check_ports(&composed.manifest, composed.options.net)?;
     let pods = PodStore::open(&g.dir)?;
     let pod = pods.create(composed.name.clone(), &composed.manifest)?;
     let json = serde_json::to_vec_pretty(&composed.options)?;
@@ -159,7 +161,9 @@ fn launch_pod(
     let opts = LaunchOptions {
         hostname: options.hostname.clone(),
         interactive: options.interactive,
-        private_network: options.net != NetMode::Host,
+        net: options.net,
+        dns: options.dns.clone(),
+        config_dir: g.config_dir.clone(),
         no_overlay: options.no_overlay,
         stop_timeout_ms: options.stop_timeout_ms,
         debug: g.debug,

@@ -24,6 +24,7 @@ use super::sync::{self, FromInit, ToInit};
 use super::volumes;
 use crate::cgroup::{IsolatorReport, Outcome};
 use crate::metadata::client::{Access, PodRegistration};
+use crate::net::{DnsOptions, NetMode, NetRequest, PodNet};
 use crate::pod::{Pod, PodLock, PodState, PodStore};
 use crate::schema::{IsolatorScope, PodManifest};
 use crate::store::{CopyOptions, Store, copy_image};
@@ -49,6 +50,8 @@ pub enum LaunchError {
     Manager(#[from] manager::ManagerError),
     #[error(transparent)]
     Volume(#[from] Box<volumes::VolumeError>),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataError),
     #[error("pod {pod} is {state}; only a prepared pod can run (prepare a new one)")]
@@ -81,7 +84,11 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
 pub struct LaunchOptions {
     pub hostname: Option<String>,
     pub interactive: bool,
-    pub private_network: bool,
+    /// `--net`; with `default`, `config_dir` holds `net.d/`.
+    pub net: NetMode,
+    /// `--dns*`, `--hosts-entry`.
+    pub dns: DnsOptions,
+    pub config_dir: PathBuf,
     pub no_overlay: bool,
     pub stop_timeout_ms: u64,
     /// Print the G3 isolator report to stderr.
@@ -104,12 +111,19 @@ pub fn run_pod(
 ) -> Result<RunOutcome, LaunchError> {
     let lock = take_prepared(pods, pod)?;
     let manifest = pod.manifest()?;
+    // The address is taken before the plan, which names it; dropped on any error below, the
+    // PodNet gives it back.
+    let net = PodNet::prepare(&NetRequest {
+        mode: opts.net,
+        config_dir: &opts.config_dir,
+        uuid: pod.uuid(),
+        pod_dir: pod.dir(),
+        manifest: &manifest,
+    })?;
     let kind = Kind::detect();
-    // Pods on the pod network will be known by their address there (through the gateway);
-    // host and no networking get a token URL (metadata module docs).
-    let access = Access::new_token()?;
-    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind, &access.url())?;
-    let mut metadata = metadata_registration(store, pod, &manifest, &access, opts.debug)?;
+    let access = metadata_access(&net)?;
+    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind, &net, &access.url())?;
+    let metadata = metadata_registration(store, pod, &manifest, &access, opts.debug)?;
     manager::adjust_reports(&kind, plan.apps.len(), &mut reports);
     write_reports(pod, &reports)?;
     if opts.debug {
@@ -117,6 +131,7 @@ pub fn run_pod(
         reports.iter().for_each(|(_, r)| eprintln!("appcctl: {r}"));
     }
     let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
+    let mut attached = Attached { net, metadata };
     let result = start_and_wait(
         pods,
         pod,
@@ -124,7 +139,7 @@ pub fn run_pod(
         &plan,
         &manifest,
         &mut placement,
-        &mut metadata,
+        &mut attached,
     );
     placement.release(pod.uuid());
     result
@@ -150,6 +165,7 @@ fn make_plan(
     manifest: &PodManifest,
     opts: &LaunchOptions,
     kind: &Kind,
+    net: &PodNet,
     metadata_url: &str,
 ) -> Result<(InitPlan, Reports), LaunchError> {
     volumes::create_empty_volumes(manifest, pod.dir()).map_err(Box::new)?;
@@ -182,12 +198,22 @@ fn make_plan(
         apps.push(app);
     }
     let label = pod.label();
+    let hostname = opts.hostname.clone().unwrap_or_else(|| label.clone());
+    let address = net.address().map(|a| a.ip);
+    let dns_files = crate::net::dns::write_pod_files(
+        pod.dir(),
+        &opts.dns,
+        net.dns_config(),
+        &hostname,
+        address,
+    )?;
     let plan = InitPlan {
         pod_uuid: pod.uuid().to_string(),
-        pod_name: label.clone(),
+        pod_name: label,
         pod_dir: pod.dir().to_owned(),
-        hostname: opts.hostname.clone().unwrap_or(label),
-        private_network: opts.private_network,
+        hostname,
+        private_network: opts.net != NetMode::Host,
+        dns_files,
         interactive: opts.interactive,
         stop_timeout_ms: opts.stop_timeout_ms,
         apps,
@@ -257,6 +283,23 @@ fn write_reports(pod: &Pod, reports: &Reports) -> Result<(), LaunchError> {
     Ok(pod.write_file("isolators.json", &json)?)
 }
 
+/// What a pod is attached to on the host while it runs, undone by [`finish`].
+struct Attached {
+    net: PodNet,
+    metadata: PodRegistration,
+}
+
+/// How the pod reaches the metadata service (module docs of [`crate::metadata`]): a pod on the
+/// pod network by its address there, through the gateway; host and no networking by a token.
+fn metadata_access(net: &PodNet) -> Result<Access, LaunchError> {
+    Ok(match net.address() {
+        Some(a) => Access::Address {
+            gateway: a.gateway.into(),
+        },
+        None => Access::new_token()?,
+    })
+}
+
 /// What the metadata service is told about the pod: its manifest and each app's image
 /// manifest as stored.
 fn metadata_registration(
@@ -296,7 +339,7 @@ fn start_and_wait(
     plan: &InitPlan,
     manifest: &PodManifest,
     placement: &mut Placement,
-    metadata: &mut PodRegistration,
+    attached: &mut Attached,
 ) -> Result<RunOutcome, LaunchError> {
     let forward = block_stop_signals()?;
     let (ours, theirs) = sync::channel().map_err(io("create the init channel"))?;
@@ -309,19 +352,27 @@ fn start_and_wait(
         r.init_pid = Some(pid as i32);
         r.init_start = process_start_time(pid);
         r.unit = placement.unit().map(str::to_owned);
+        r.net = attached.net.record();
         r.advance(PodState::Running, crate::pod::now())
     })?;
-    if let Err(e) = placed {
+    // The network is wired once the init is placed and before it starts anything (sync 1).
+    let ready = placed
+        .map_err(LaunchError::from)
+        .and_then(|()| Ok(attached.net.attach(pid)?));
+    if let Err(e) = ready {
         let _ = child.kill(); // best effort: the init has not started anything yet
         let _ = child.wait();
-        finish(pods, pod, lock, plan, metadata)?;
-        return Err(e.into());
+        finish(pods, pod, lock, plan, attached)?;
+        return Err(e);
     }
     // The pod is placed and its network set up: its apps may ask for metadata from their
     // first instruction on. Best effort (a pod runs without a metadata service).
     let init =
         process_start_time(pid).map(|start_time| crate::metadata::InitProcess { pid, start_time });
-    metadata.register(init, Vec::new());
+    let addresses = attached.net.address().map(|a| a.ip.into());
+    attached
+        .metadata
+        .register(init, addresses.into_iter().collect());
     let go = ToInit::Go {
         journal: log_to_journal(plan),
         unit: placement.unit().map(str::to_owned),
@@ -334,7 +385,7 @@ fn start_and_wait(
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    finish(pods, pod, lock, plan, metadata)?;
+    finish(pods, pod, lock, plan, attached)?;
     match started {
         Some(FromInit::Started { .. }) => Ok(RunOutcome { exit_code: code }),
         Some(FromInit::Failed { error, code }) => Err(LaunchError::Start {
@@ -381,15 +432,22 @@ fn notify_started(plan: &InitPlan, started: Option<&FromInit>) {
     }
 }
 
-/// Marks the pod exited with the apps' statuses, and unregisters it from the metadata service.
+/// Unregisters the pod from the metadata service, releases its network and marks the pod
+/// exited with the apps' statuses.
 fn finish(
     pods: &PodStore,
     pod: &Pod,
     lock: &PodLock,
     plan: &InitPlan,
-    metadata: &mut PodRegistration,
+    attached: &mut Attached,
 ) -> Result<(), LaunchError> {
-    metadata.unregister();
+    attached.metadata.unregister();
+    if let Err(e) = attached.net.teardown() {
+        eprintln!(
+            "appcctl: warning: pod {}: cannot release its network ({e}); `appcctl gc` retries",
+            plan.pod_name
+        );
+    }
     let exits = read_exits(pod.dir(), plan.apps.iter().map(|a| a.name.as_str()));
     pods.update(pod, lock, |r| {
         for (app, exit) in &exits {

@@ -30,7 +30,21 @@ impl Service {
     }
 
     pub fn start_on(state_dir: &Path, socket: &Path, listen: &str) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_appc-metadata"))
+        Self::start_with(&[], state_dir, socket, listen)
+    }
+
+    /// Started through `wrapper` (e.g. `nsenter --net=...`) when it is not empty.
+    pub fn start_with(wrapper: &[&str], state_dir: &Path, socket: &Path, listen: &str) -> Service {
+        let binary = env!("CARGO_BIN_EXE_appc-metadata");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = cmd
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--socket")
