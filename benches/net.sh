@@ -12,12 +12,14 @@
 #   BENCH_RUNS      timed runs of each variant (30)
 #   BENCH_WARMUP    untimed runs of each variant first (3)
 #   BENCH_TMP       parent of the scratch directory (/var/tmp)
-#   BENCH_NO_BUILD  1: use the existing target/release/{appcctl,appc-init}
+#   BENCH_NO_BUILD  1: use the existing target/<profile>/{appcctl,appc-init}
+#   BENCH_PROFILE   release (default) or debug: which build is measured
 set -euo pipefail
 
 RUNS=${BENCH_RUNS:-30}
 WARMUP=${BENCH_WARMUP:-3}
 TMP_PARENT=${BENCH_TMP:-/var/tmp}
+PROFILE=${BENCH_PROFILE:-release}
 
 die() { echo "net.sh: $*" >&2; exit 1; }
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -26,6 +28,7 @@ log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 [[ -f Cargo.toml && -d src/net ]] || die "run from the repository root"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS=$RUNS is not a positive integer"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "BENCH_WARMUP=$WARMUP is not a non-negative integer"
+[[ $PROFILE == release || $PROFILE == debug ]] || die "BENCH_PROFILE=$PROFILE is not release or debug"
 [[ -n ${EPOCHREALTIME:-} ]] || die "bash >= 5 is needed (EPOCHREALTIME)"
 for tool in nft unshare; do command -v "$tool" >/dev/null || die "$tool is needed (nftables, util-linux)"; done
 BUSYBOX=/bin/busybox
@@ -34,14 +37,14 @@ BUSYBOX=/bin/busybox
 # Re-exec inside a private network namespace (loopback up), once.
 if [[ -z ${NET_BENCH_INNER:-} ]]; then
     if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-        log "building appcctl and appc-init (release)"
-        cargo build --release --locked --bins >&2
+        log "building appcctl and appc-init ($PROFILE)"
+        if [[ $PROFILE == release ]]; then cargo build --release --locked --bins >&2; else cargo build --locked --bins >&2; fi
     fi
     exec env NET_BENCH_INNER=1 unshare --net bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
 fi
 
-APPCCTL=$PWD/target/release/appcctl
-[[ -x $APPCCTL && -x $PWD/target/release/appc-init ]] || die "target/release/appcctl or appc-init missing"
+APPCCTL=$PWD/target/$PROFILE/appcctl
+[[ -x $APPCCTL && -x $PWD/target/$PROFILE/appc-init ]] || die "target/$PROFILE/appcctl or appc-init missing"
 REVISION=$(git describe --always --dirty 2>/dev/null || echo unknown)
 
 mkdir -p "$TMP_PARENT"
@@ -97,7 +100,7 @@ stats() { # median mean min max of the times of $1
         END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
               printf "%9.1f %9.1f %9.1f %9.1f", m, s / NR, v[1], v[NR] }'
 }
-echo "== pod start-to-exit, busybox true, warm store ($RUNS runs each, ms; revision $REVISION) =="
+echo "== pod start-to-exit, busybox true, warm store ($RUNS runs each, ms; $PROFILE build, revision $REVISION) =="
 printf '%-34s %9s %9s %9s %9s\n' variant median mean min max
 printf '%-34s %s\n' "run --net=none" "$(stats none)"
 printf '%-34s %s\n' "run --net=default" "$(stats default)"

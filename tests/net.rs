@@ -140,20 +140,22 @@ impl NetNs {
             .collect()
     }
 
-    /// The comments of the pod rules in `inet appc`.
+    /// The pod rules (by comment) and pod chains (by name) in `inet appc`.
     fn pod_rules(&self) -> Vec<String> {
         let r = self.sh("nft -j list table inet appc 2>/dev/null || true");
         let Ok(v) = serde_json::from_str::<Value>(&r.stdout) else {
             return Vec::new();
         };
-        v["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let items = v["nftables"].as_array().cloned().unwrap_or_default();
+        let rules = items
+            .iter()
             .filter_map(|i| i["rule"]["comment"].as_str())
-            .filter(|c| c.starts_with("appc-pod:"))
-            .map(str::to_owned)
-            .collect()
+            .filter(|c| c.starts_with("appc-pod:"));
+        let chains = items
+            .iter()
+            .filter_map(|i| i["chain"]["name"].as_str())
+            .filter(|n| n.starts_with("pod-"));
+        rules.chain(chains).map(str::to_owned).collect()
     }
 
     fn assert_clean(&self, when: &str) {

@@ -291,8 +291,7 @@ fn check_port_clashes(maps: &[PortMap], live: &[Lease]) -> Result<(), NetError> 
 /// Frees what `lease` describes (under its network's lock): rules, veth, then the lease itself.
 fn release(lock: &IpamLock<'_>, lease: &Lease) -> Result<(), NetError> {
     if !lease.ports.is_empty() {
-        let uuid = lease.uuid.to_string();
-        nft::remove_pod_rules(|u| u == uuid)?;
+        nft::remove_pod_rules(&[lease.uuid.to_string()])?;
     }
     link::delete_link(&lease.host_veth)?;
     lock.remove(lease.uuid)
@@ -394,12 +393,18 @@ fn sweep_strays(live: &[Lease], report: &mut NetGc) -> Result<(), NetError> {
             report.strays.push(format!("link {name}"));
         }
     }
-    let live_uuids: Vec<String> = live.iter().map(|l| l.uuid.to_string()).collect();
-    match nft::remove_pod_rules(|u| !live_uuids.iter().any(|l| l == u)) {
-        Ok(0) | Err(NetError::NftMissing) => {}
-        Ok(n) => report.strays.push(format!("{n} nftables rules")),
-        Err(e) => return Err(e),
-    }
+    let with_rules = match nft::pods_with_rules() {
+        Err(NetError::NftMissing) => return Ok(()),
+        other => other?,
+    };
+    let stray: Vec<String> = with_rules
+        .into_iter()
+        .filter(|u| !live.iter().any(|l| l.uuid.to_string() == *u))
+        .collect();
+    nft::remove_pod_rules(&stray)?;
+    report
+        .strays
+        .extend(stray.iter().map(|u| format!("port forwards of pod {u}")));
     Ok(())
 }
 
