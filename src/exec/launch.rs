@@ -121,9 +121,10 @@ pub fn run_pod(
         manifest: &manifest,
     })?;
     let kind = Kind::detect();
-    let access = metadata_access(&net)?;
+    // A pod on the pod network is known to the metadata service by its address there.
+    let access = Access::for_pod(net.address().map(|a| a.gateway.into()))?;
     let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind, &net, &access.url())?;
-    let metadata = metadata_registration(store, pod, &manifest, &access, opts.debug)?;
+    let metadata = PodRegistration::from_store(store, pod.uuid(), &manifest, &access, opts.debug)?;
     manager::adjust_reports(&kind, plan.apps.len(), &mut reports);
     write_reports(pod, &reports)?;
     if opts.debug {
@@ -287,49 +288,6 @@ fn write_reports(pod: &Pod, reports: &Reports) -> Result<(), LaunchError> {
 struct Attached {
     net: PodNet,
     metadata: PodRegistration,
-}
-
-/// How the pod reaches the metadata service (module docs of [`crate::metadata`]): a pod on the
-/// pod network by its address there, through the gateway; host and no networking by a token.
-fn metadata_access(net: &PodNet) -> Result<Access, LaunchError> {
-    Ok(match net.address() {
-        Some(a) => Access::Address {
-            gateway: a.gateway.into(),
-        },
-        None => Access::new_token()?,
-    })
-}
-
-/// What the metadata service is told about the pod: its manifest and each app's image
-/// manifest as stored.
-fn metadata_registration(
-    store: &Store,
-    pod: &Pod,
-    manifest: &PodManifest,
-    access: &Access,
-    debug: bool,
-) -> Result<PodRegistration, LaunchError> {
-    let mut apps = std::collections::BTreeMap::new();
-    for rt in &manifest.apps {
-        let Some(id) = &rt.image.id else {
-            return Err(LaunchError::Unresolved {
-                app: rt.name.to_string(),
-            });
-        };
-        let image = store.resolve(id.as_ref()).map_err(Box::new)?;
-        let entry = crate::metadata::AppImage {
-            image_id: id.to_string(),
-            image_manifest: image.manifest_text,
-        };
-        apps.insert(rt.name.to_string(), entry);
-    }
-    Ok(PodRegistration::new(
-        pod.uuid(),
-        manifest.clone(),
-        apps,
-        access,
-        debug,
-    ))
 }
 
 fn start_and_wait(

@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::registry::{AppImage, InitProcess, Registration};
 use super::{DEFAULT_PORT, DEFAULT_SOCKET, MetadataError, persist};
 use crate::schema::{PodManifest, PodUuid};
+use crate::store::Store;
 
 /// Overrides the registration socket (tests run their own service).
 pub const SOCKET_ENV: &str = "APPC_METADATA_SOCKET";
@@ -45,6 +46,15 @@ pub enum Access {
 }
 
 impl Access {
+    /// For a pod with an address on the pod network (`gateway` is the network's gateway):
+    /// known by that address; otherwise by a new token.
+    pub fn for_pod(gateway: Option<IpAddr>) -> Result<Access, MetadataError> {
+        match gateway {
+            Some(gateway) => Ok(Access::Address { gateway }),
+            None => Self::new_token(),
+        }
+    }
+
     /// A fresh 256-bit token (MD3: at least 128 bits, unguessable, not the pod UUID).
     pub fn new_token() -> Result<Access, MetadataError> {
         Ok(Access::Token(persist::hex(&persist::random_bytes(32)?)))
@@ -193,6 +203,39 @@ pub struct PodRegistration {
 }
 
 impl PodRegistration {
+    /// The registration of a pod whose manifest is reified: each app's image manifest, as
+    /// stored, from the image store.
+    pub fn from_store(
+        store: &Store,
+        uuid: PodUuid,
+        manifest: &PodManifest,
+        access: &Access,
+        debug: bool,
+    ) -> Result<PodRegistration, MetadataError> {
+        let mut apps = BTreeMap::new();
+        for rt in &manifest.apps {
+            let app = rt.name.to_string();
+            let image_error = |reason: String| MetadataError::Image {
+                app: app.clone(),
+                reason,
+            };
+            let id = rt
+                .image
+                .id
+                .as_ref()
+                .ok_or_else(|| image_error("the pod manifest names no image id".into()))?;
+            let image = store
+                .resolve(id.as_ref())
+                .map_err(|e| image_error(e.to_string()))?;
+            let entry = AppImage {
+                image_id: id.to_string(),
+                image_manifest: image.manifest_text,
+            };
+            apps.insert(app, entry);
+        }
+        Ok(Self::new(uuid, manifest.clone(), apps, access, debug))
+    }
+
     pub fn new(
         uuid: PodUuid,
         manifest: PodManifest,

@@ -119,6 +119,8 @@ pub enum MetadataError {
     Key { path: PathBuf, reason: String },
     #[error("registration of pod {pod}: {reason}")]
     Invalid { pod: String, reason: String },
+    #[error("app {app}: cannot register its image with the metadata service: {reason}")]
+    Image { app: String, reason: String },
     #[error("socket activation: {0}")]
     Activation(String),
     #[error("cannot listen on {what}: {source}")]
