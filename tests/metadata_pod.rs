@@ -415,7 +415,7 @@ fn a_pod_on_the_default_network_is_known_by_its_address() {
     assert_eq!(answer(&report["sign"]).0, 200, "{report}");
     assert_eq!(answer(&report["verify"]).0, 200, "{report}");
     assert!(
-        svc.log().contains(&format!(
+        svc.wait_for_log(&format!(
             "registered pod {}",
             status["uuid"].as_str().unwrap()
         )),

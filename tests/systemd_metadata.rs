@@ -89,12 +89,18 @@ fn socket_activated_service_serves_pods() {
         "{}",
         files.url
     );
-    let journal = host.journal(&["-u", "appc-metadata.service"]);
-    assert!(
-        journal.contains(&format!("registered pod {uuid}"))
-            && journal.contains(&format!("unregistered pod {uuid}")),
-        "{journal}"
-    );
+    // journald takes the service's lines asynchronously: wait for them.
+    for line in [
+        format!("registered pod {uuid}"),
+        format!("unregistered pod {uuid}"),
+    ] {
+        let grep = format!(
+            "journalctl -q -u appc-metadata.service -o cat | grep -qx 'appc-metadata: {line}.*'"
+        );
+        if let Err(e) = host.wait_for(&grep, Duration::from_secs(10)) {
+            panic!("{e}\n{}", host.journal(&["-u", "appc-metadata.service"]));
+        }
+    }
     let left = host.sh(&format!("ls -A {STATE}/pods"));
     assert_eq!(
         left.stdout_trimmed(),

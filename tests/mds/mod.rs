@@ -64,12 +64,16 @@ impl Service {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Logged before the address is handed on: a test that saw the start may read
+                // the start-up line.
+                {
+                    let mut l = sink.lock().expect("log lock");
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(rest) = line.split("serving pods on ").nth(1) {
                     let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_owned());
                 }
-                let mut l = sink.lock().expect("log lock");
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = rx
@@ -98,6 +102,18 @@ impl Service {
     /// What the service wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits (up to 10 s) until the service's stderr contains `text`: it is read by a thread.
+    pub fn wait_for_log(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// SIGTERM, then the exit status (it must stop by itself).
