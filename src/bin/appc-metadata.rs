@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use appc_pod::metadata::{self, activation, server};
 use clap::Parser;
 
@@ -35,7 +34,8 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("appc-metadata: {e:#}");
+            // The errors name their cause themselves (no `{:#}`: it would repeat it).
+            eprintln!("appc-metadata: {e}");
             ExitCode::FAILURE
         }
     }
@@ -66,7 +66,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .worker_threads(usize::from(args.threads))
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(server::serve(service, listeners, server::termination()))?;
     if !activated {
         let _ = std::fs::remove_file(&args.socket); // best effort: a stale socket is replaced anyway

@@ -42,11 +42,14 @@ pub fn listeners_from_env() -> Result<Option<Activated>, MetadataError> {
     let mut registration = None;
     let mut public = Vec::new();
     for i in 0..count {
-        let name = names.get(i as usize).copied().unwrap_or("?");
-        let fd = crate::sys::take_inherited_fd(LISTEN_FDS_START + i).map_err(|e| {
-            MetadataError::Activation(format!("descriptor {} ({name}): {e}", LISTEN_FDS_START + i))
-        })?;
-        match classify(&fd, name)? {
+        let fd_number = LISTEN_FDS_START + i;
+        let label = match names.get(i as usize).filter(|n| !n.is_empty()) {
+            Some(name) => format!("{fd_number} ({name})"),
+            None => fd_number.to_string(),
+        };
+        let fd = crate::sys::take_inherited_fd(fd_number)
+            .map_err(|e| MetadataError::Activation(format!("descriptor {label}: {e}")))?;
+        match classify(&fd, &label)? {
             Role::Registration => registration = Some(std::os::unix::net::UnixListener::from(fd)),
             Role::Public => public.push(std::net::TcpListener::from(fd)),
         }
@@ -72,8 +75,8 @@ enum Role {
     Public,
 }
 
-fn classify(fd: &OwnedFd, name: &str) -> Result<Role, MetadataError> {
-    let bad = |why: String| MetadataError::Activation(format!("descriptor {name}: {why}"));
+fn classify(fd: &OwnedFd, label: &str) -> Result<Role, MetadataError> {
+    let bad = |why: String| MetadataError::Activation(format!("descriptor {label}: {why}"));
     let kind =
         rustix::net::sockopt::socket_type(fd).map_err(|e| bad(format!("not a socket ({e})")))?;
     if kind != SocketType::STREAM {
