@@ -596,3 +596,47 @@ fn kill_9_of_the_runner_is_cleaned_up_by_rm_and_by_gc() {
         ns.assert_clean(&format!("after kill -9 + stop + {reclaim}"));
     }
 }
+
+#[test]
+fn concurrent_starts_get_distinct_addresses() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let ns = NetNs::new();
+    let image = busybox_image(&env, "addr", "ip -4 -o addr show dev eth0");
+    // Four appcctl processes race for the lock of the network's IPAM.
+    let runs: Vec<Child> = (0..4)
+        .map(|i| {
+            ns.appcctl_cmd(&env, &["run", "--name", &format!("p{i}"), &image])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn appcctl")
+        })
+        .collect();
+    let mut ips: Vec<String> = runs
+        .into_iter()
+        .map(|c| {
+            let r: Run = c.wait_with_output().expect("wait").into();
+            r.ok();
+            let ip = r
+                .stdout
+                .split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                in_subnet(ip.split('/').next().unwrap_or("")),
+                "{}",
+                r.stdout
+            );
+            ip
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 4, "{ips:?}");
+    ns.assert_clean("after four pods");
+}
