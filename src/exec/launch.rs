@@ -24,6 +24,7 @@ use super::plan::{self, AppInputs, InitPlan, Rootfs};
 use super::sync::{self, FromInit, ToInit};
 use super::volumes;
 use crate::cgroup::{IsolatorReport, Outcome};
+use crate::metadata::client::{Access, PodRegistration};
 use crate::net::{DnsOptions, NetMode, NetRequest, PodNet};
 use crate::pod::{Pod, PodLock, PodState, PodStore};
 use crate::schema::{IsolatorScope, PodManifest};
@@ -52,6 +53,8 @@ pub enum LaunchError {
     Volume(#[from] Box<volumes::VolumeError>),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
     #[error("pod {pod} is {state}; only a prepared pod can run (prepare a new one)")]
     NotPrepared { pod: String, state: PodState },
     #[error("app {app}: the pod manifest names no image id (it was not reified)")]
@@ -115,7 +118,7 @@ pub fn run_pod(
     let manifest = pod.manifest()?;
     // The address is taken before the plan, which names it; dropped on any error below, the
     // PodNet gives it back.
-    let mut net = PodNet::prepare(&NetRequest {
+    let net = PodNet::prepare(&NetRequest {
         mode: opts.net,
         config_dir: &opts.config_dir,
         uuid: pod.uuid(),
@@ -123,7 +126,10 @@ pub fn run_pod(
         manifest: &manifest,
     })?;
     let kind = Kind::detect(opts.keep_unit);
-    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind, &net)?;
+    // A pod on the pod network is known to the metadata service by its address there.
+    let access = Access::for_pod(net.address().map(|a| a.gateway.into()))?;
+    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind, &net, &access.url())?;
+    let metadata = PodRegistration::from_store(store, pod.uuid(), &manifest, &access, opts.debug)?;
     manager::adjust_reports(&kind, plan.apps.len(), &mut reports);
     write_reports(pod, &reports)?;
     if opts.debug {
@@ -135,7 +141,16 @@ pub fn run_pod(
     }
     let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
     placement.set_slice(opts.slice.clone());
-    let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement, &mut net);
+    let mut attached = Attached { net, metadata };
+    let result = start_and_wait(
+        pods,
+        pod,
+        &lock,
+        &plan,
+        &manifest,
+        &mut placement,
+        &mut attached,
+    );
     let apps: Vec<String> = plan.apps.iter().map(|a| a.name.clone()).collect();
     placement.release(pod.uuid(), &apps);
     result
@@ -162,6 +177,7 @@ fn make_plan(
     opts: &LaunchOptions,
     kind: &Kind,
     net: &PodNet,
+    metadata_url: &str,
 ) -> Result<(InitPlan, Reports), LaunchError> {
     volumes::create_empty_volumes(manifest, pod.dir()).map_err(Box::new)?;
     let use_overlay = !opts.no_overlay && overlay_usable(pod.dir());
@@ -185,6 +201,7 @@ fn make_plan(
             } else {
                 Vec::new() // the apps stay in the pod's unit with the init
             },
+            metadata_url,
         };
         let (mut app, r) = plan::plan_app(store, manifest, pod.dir(), input).map_err(Box::new)?;
         if app_notify::wanted(&image.manifest) {
@@ -280,6 +297,12 @@ fn write_reports(pod: &Pod, reports: &Reports) -> Result<(), LaunchError> {
     Ok(pod.write_file("isolators.json", &json)?)
 }
 
+/// What a pod is attached to on the host while it runs, undone by [`finish`].
+struct Attached {
+    net: PodNet,
+    metadata: PodRegistration,
+}
+
 fn start_and_wait(
     pods: &PodStore,
     pod: &Pod,
@@ -287,7 +310,7 @@ fn start_and_wait(
     plan: &InitPlan,
     manifest: &PodManifest,
     placement: &mut Placement,
-    net: &mut PodNet,
+    attached: &mut Attached,
 ) -> Result<RunOutcome, LaunchError> {
     let forward = block_stop_signals()?;
     let (ours, theirs) = sync::channel().map_err(io("create the init channel"))?;
@@ -302,19 +325,27 @@ fn start_and_wait(
         r.init_pid = Some(pid as i32);
         r.init_start = process_start_time(pid);
         r.unit = placement.unit().map(str::to_owned);
-        r.net = net.record();
+        r.net = attached.net.record();
         r.advance(PodState::Running, crate::pod::now())
     })?;
     // The network is wired once the init is placed and before it starts anything (sync 1).
     let ready = placed
         .map_err(LaunchError::from)
-        .and_then(|()| Ok(net.attach(pid)?));
+        .and_then(|()| Ok(attached.net.attach(pid)?));
     if let Err(e) = ready {
         let _ = child.kill(); // best effort: the init has not started anything yet
         let _ = child.wait();
-        finish(pods, pod, lock, plan, net)?;
+        finish(pods, pod, lock, plan, attached)?;
         return Err(e);
     }
+    // The pod is placed and its network set up: its apps may ask for metadata from their
+    // first instruction on. Best effort (a pod runs without a metadata service).
+    let init =
+        process_start_time(pid).map(|start_time| crate::metadata::InitProcess { pid, start_time });
+    let addresses = attached.net.address().map(|a| a.ip.into());
+    attached
+        .metadata
+        .register(init, addresses.into_iter().collect());
     let go = ToInit::Go {
         journal: logs_to_journal(plan.interactive),
         unit: placement.unit().map(str::to_owned),
@@ -330,7 +361,7 @@ fn start_and_wait(
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    finish(pods, pod, lock, plan, net)?;
+    finish(pods, pod, lock, plan, attached)?;
     match started {
         Some(FromInit::Started { .. }) => Ok(RunOutcome { exit_code: code }),
         Some(FromInit::Failed { error, code }) => Err(LaunchError::Start {
@@ -376,15 +407,17 @@ fn notify_started(plan: &InitPlan, started: Option<&FromInit>, ready: bool) {
     }
 }
 
-/// Releases the pod's network and marks the pod exited with the apps' statuses.
+/// Unregisters the pod from the metadata service, releases its network and marks the pod
+/// exited with the apps' statuses.
 fn finish(
     pods: &PodStore,
     pod: &Pod,
     lock: &PodLock,
     plan: &InitPlan,
-    net: &mut PodNet,
+    attached: &mut Attached,
 ) -> Result<(), LaunchError> {
-    if let Err(e) = net.teardown() {
+    attached.metadata.unregister();
+    if let Err(e) = attached.net.teardown() {
         eprintln!(
             "appcctl: warning: pod {}: cannot release its network ({e}); `appcctl gc` retries",
             plan.pod_name

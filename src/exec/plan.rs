@@ -117,6 +117,8 @@ pub struct AppInputs<'a> {
     pub image: &'a ImageRecord,
     pub use_overlay: bool,
     pub cgroup_procs: Vec<PathBuf>,
+    /// `AC_METADATA_URL` (`crate::metadata::client::Access::url`).
+    pub metadata_url: &'a str,
 }
 
 /// The effective app section (P4: the pod's replaces the image's).
@@ -159,7 +161,7 @@ pub fn plan_app(
         rootfs,
         read_only_rootfs: input.runtime.read_only_root_fs,
         exec,
-        env: environment(app, &name),
+        env: environment(app, &name, input.metadata_url),
         working_dir: app
             .working_directory
             .as_ref()
@@ -204,13 +206,11 @@ fn handler(app: &App, name: EventName) -> Option<Vec<String>> {
 
 /// X1 first, then the app's environment, which may override PATH (X3 leaves it open; rkt
 /// allowed it, and images such as language runtimes rely on it).
-fn environment(app: &App, name: &str) -> Vec<String> {
+fn environment(app: &App, name: &str, metadata_url: &str) -> Vec<String> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), DEFAULT_PATH.into()),
         ("AC_APP_NAME".into(), name.into()),
-        // The metadata service comes with the networking work; the URL is already set so
-        // that apps see the variable the spec requires (X1).
-        ("AC_METADATA_URL".into(), "http://127.0.0.1:18112".into()),
+        ("AC_METADATA_URL".into(), metadata_url.into()),
         ("container".into(), CONTAINER_NAME.into()),
     ];
     for var in app.environment.iter() {
@@ -272,13 +272,13 @@ mod tests {
             "exec": ["/bin/web"], "user": "0", "group": "0",
             "environment": [{"name": "PATH", "value": "/opt/bin"}, {"name": "WEB", "value": "1"}]
         }));
-        let env = environment(&a, "web-1");
+        let env = environment(&a, "web-1", "http://127.0.0.1:18112/t0k3n");
         assert_eq!(
             env,
             [
                 "PATH=/opt/bin",
                 "AC_APP_NAME=web-1",
-                "AC_METADATA_URL=http://127.0.0.1:18112",
+                "AC_METADATA_URL=http://127.0.0.1:18112/t0k3n",
                 "container=appc-pod",
                 "WEB=1"
             ]

@@ -24,8 +24,16 @@
 //! - `try-open-write PATH`: `{"path":..,"ok":B,"errno":E|null}` (O_WRONLY, no create/truncate).
 //! - `syscall NAME [PATH]`: a harmless form of the syscall: `{"name":..,"ok":B,"ret":R,
 //!   "errno":E|null}`; see `sys::SYSCALLS`.
+//! - `http METHOD URL [NAME=VALUE...]`: one HTTP request (a POST of the form fields when any are
+//!   given; a URL starting with `/` is relative to `$AC_METADATA_URL`): `{"request":..,
+//!   "status":N,"content_type":..,"body":..}`; exit 0 whatever the status.
+//! - `metadata [CONTENT]`: the metadata service as the ACE validator reads it, for this app:
+//!   `{"url":..,"pod/uuid":ANSWER,"pod/manifest":..,"pod/annotations":..,"app/annotations":..,
+//!   "app/image/manifest":..,"app/image/id":..,"sign":..,"verify":..}` (each ANSWER as `http`
+//!   prints it; CONTENT defaults to the validator's "Old MacDonald Had A Farm").
 
 mod json;
+mod mds;
 mod report;
 mod sys;
 
@@ -74,7 +82,8 @@ fn io_err(what: &str, path: &str, e: &std::io::Error) -> String {
 const USAGE: &str = "usage: podprobe report [--out PATH] | exit CODE | \
                      sleep SECONDS [--ignore-term] | write PATH CONTENT | read PATH | \
                      exists PATH | alloc MIB | spin SECONDS | \
-                     try-open-write PATH | syscall NAME [PATH]";
+                     try-open-write PATH | syscall NAME [PATH] | \
+                     http METHOD URL [NAME=VALUE...] | metadata [CONTENT]";
 
 fn seconds(s: &str) -> Result<f64, String> {
     if s == "inf" || s == "infinity" {
@@ -231,6 +240,19 @@ fn run(args: &[&str]) -> Result<u8, String> {
                 ("errno", J::from((o.errno != 0).then_some(o.errno))),
             ]))
             .map(|()| 0)
+        }
+        ["http", method, url, fields @ ..] => {
+            let body = if fields.is_empty() {
+                None
+            } else {
+                Some(mds::form(fields)?)
+            };
+            let answer = mds::request(method, &mds::resolve(url)?, body.as_deref())?;
+            print(&answer.to_json(url)).map(|()| 0)
+        }
+        ["metadata", rest @ ..] if rest.len() <= 1 => {
+            let content = rest.first().copied().unwrap_or("Old MacDonald Had A Farm");
+            print(&mds::metadata(content)?).map(|()| 0)
         }
         _ => Err(USAGE.to_owned()),
     }
