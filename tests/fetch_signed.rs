@@ -4,6 +4,7 @@
 //! become visible in the store. Needs root (the store keeps owners); skips out loud otherwise.
 
 mod common;
+#[path = "fetch/mod.rs"]
 mod fetch;
 
 use fetch::{Env, Key, Pki, Route, Server, aci, image_id};

@@ -312,11 +312,23 @@ fn respond(route: Option<Route>, headers: &HeaderMap) -> Response {
     let body = match route.drop_after {
         Some((at, _)) if at < body.len() => {
             // Promise the whole length, send part of it, then fail the stream: hyper aborts
-            // the connection, which is what a dropped download looks like to the client.
+            // the connection, which is what a dropped download looks like to the client. The
+            // pause makes the body poll pending, so hyper flushes the part before the abort.
             let part = Bytes::from(body[..at].to_vec());
-            let chunks: Vec<Result<Bytes, std::io::Error>> =
-                vec![Ok(part), Err(std::io::Error::other("dropped by the test"))];
-            Body::from_stream(futures_util::stream::iter(chunks))
+            let chunks = futures_util::stream::unfold(0u8, move |step| {
+                let part = part.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok(part), 1)),
+                        1 => {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            Some((Err(std::io::Error::other("dropped by the test")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            Body::from_stream(chunks)
         }
         _ => Body::from(body),
     };
@@ -407,25 +419,32 @@ pub fn aci(name: &str, labels: &[(&str, &str)], deps: &[Value], content: &str) -
     }
     let mut b = tar::Builder::new(Vec::new());
     let text = manifest.to_string();
-    let mut h = tar::Header::new_ustar();
+    let mut h = header();
     h.set_size(text.len() as u64);
     h.set_mode(0o644);
     h.set_mtime(1_600_000_000);
     b.append_data(&mut h, "manifest", text.as_bytes())
         .expect("manifest");
-    let mut d = tar::Header::new_ustar();
+    let mut d = header();
     d.set_entry_type(tar::EntryType::Directory);
     d.set_mode(0o755);
     d.set_mtime(1_600_000_000);
     d.set_size(0);
     b.append_data(&mut d, "rootfs", &[][..]).expect("rootfs");
-    let mut f = tar::Header::new_ustar();
+    let mut f = header();
     f.set_size(content.len() as u64);
     f.set_mode(0o644);
     f.set_mtime(1_600_000_000);
     b.append_data(&mut f, "rootfs/content", content.as_bytes())
         .expect("file");
     b.into_inner().expect("tar")
+}
+
+fn header() -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_uid(0);
+    h.set_gid(0);
+    h
 }
 
 /// The image ID of an uncompressed ACI.
