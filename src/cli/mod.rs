@@ -11,6 +11,7 @@ mod output;
 mod pods;
 mod run;
 pub mod run_args;
+mod trust;
 
 pub use output::printable;
 mod validate;
@@ -87,6 +88,8 @@ pub enum Command {
     CatManifest(pods::CatManifestArgs),
     /// Show a pod's app output from the journal, also after it exited.
     Logs(logs::LogsArgs),
+    /// Trust keys to sign images (--prefix P or --root), or list / rm trusted keys.
+    Trust(trust::TrustArgs),
 }
 
 /// The security checks `--insecure-options` can turn off.
@@ -156,6 +159,7 @@ impl Cli {
             Command::Gc(a) => pods::gc(&self.global, a),
             Command::CatManifest(a) => pods::cat_manifest(&self.global, a),
             Command::Logs(a) => logs::logs(&self.global, a),
+            Command::Trust(a) => trust::run(&self.global, a),
         }
     }
 }
