@@ -68,16 +68,23 @@ fn discovery_fetches_the_named_image() {
     assert_eq!(log[1].path, "/images/example.com/app-1.0.aci");
     // The image is now found by name without the network.
     let before = f.server.log().len();
-    let out = f.env.ok(&["fetch", "--pull-policy", "new", "example.com/app:1.0"]);
+    let out = f
+        .env
+        .ok(&["fetch", "--pull-policy", "new", "example.com/app:1.0"]);
     assert_eq!(out.trim(), image_id(&image));
-    assert_eq!(f.server.log().len(), before, "pull policy new asked the server");
+    assert_eq!(
+        f.server.log().len(),
+        before,
+        "pull policy new asked the server"
+    );
 }
 
 #[test]
 fn ds11_walks_up_to_the_parent_paths() {
     let Some(f) = fixture() else { return };
     let image = aci("example.com/group/app", &[("version", "2")], &[], "x");
-    f.server.route("/group?ac-discovery=1", Route::html("<html>no tags</html>"));
+    f.server
+        .route("/group?ac-discovery=1", Route::html("<html>no tags</html>"));
     f.server
         .route("/?ac-discovery=1", discovery_page("example.com", TEMPLATE));
     f.server.route(
@@ -101,21 +108,30 @@ fn ds11_walks_up_to_the_parent_paths() {
 fn ds12_redirects_are_followed() {
     let Some(f) = fixture() else { return };
     let image = aci("example.com/app", &[("version", "1.0")], &[], "moved");
-    f.server
-        .route("/app?ac-discovery=1", Route::redirect("/moved/app?ac-discovery=1"));
+    f.server.route(
+        "/app?ac-discovery=1",
+        Route::redirect("/moved/app?ac-discovery=1"),
+    );
     f.server.route(
         "/moved/app?ac-discovery=1",
-        discovery_page("example.com/app", "https://other.example.com/{name}-{version}.{ext}"),
+        discovery_page(
+            "example.com/app",
+            "https://other.example.com/{name}-{version}.{ext}",
+        ),
     );
     f.server.route(
         "/example.com/app-1.0.aci",
         Route::redirect("https://example.com/blobs/app.aci"),
     );
-    f.server.route("/blobs/app.aci", Route::bytes(image.clone()));
+    f.server
+        .route("/blobs/app.aci", Route::bytes(image.clone()));
     let out = f.env.ok(&[NOSIG, "fetch", "example.com/app:1.0"]);
     assert_eq!(out.trim(), image_id(&image));
     let hosts: Vec<String> = f.server.log().iter().map(|l| l.host.clone()).collect();
-    assert!(hosts.iter().any(|h| h.starts_with("other.example.com")), "{hosts:?}");
+    assert!(
+        hosts.iter().any(|h| h.starts_with("other.example.com")),
+        "{hosts:?}"
+    );
 }
 
 #[test]
@@ -144,7 +160,10 @@ fn ds16_401_is_answered_with_credentials_from_auth_d() {
     let out = f.env.ok(&[NOSIG, "fetch", "example.com/app:1.0"]);
     assert_eq!(out.trim(), image_id(&image));
     let last = f.server.requests_to("/images/example.com/app-1.0.aci");
-    assert_eq!(last.last().and_then(|l| l.authorization.clone()).as_deref(), Some(expected));
+    assert_eq!(
+        last.last().and_then(|l| l.authorization.clone()).as_deref(),
+        Some(expected)
+    );
 }
 
 #[test]
@@ -185,7 +204,9 @@ fn etag_answers_304_and_the_stored_image_is_reused() {
 #[test]
 fn a_dropped_download_resumes_with_range() {
     let Some(f) = fixture() else { return };
-    let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     let image = aci("example.com/big", &[("version", "1")], &[], &big);
     let half = image.len() / 2;
     f.server.route(
@@ -216,7 +237,9 @@ fn a_dropped_download_resumes_with_range() {
 #[test]
 fn a_download_cut_every_time_is_resumed_by_the_next_run() {
     let Some(f) = fixture() else { return };
-    let big: String = (0..100_000).map(|i| char::from(b'a' + (i % 7) as u8)).collect();
+    let big: String = (0..100_000)
+        .map(|i| char::from(b'a' + (i % 7) as u8))
+        .collect();
     let image = aci("example.com/big", &[("version", "1")], &[], &big);
     f.server.route(
         "/images/cut.aci",
@@ -235,7 +258,10 @@ fn a_download_cut_every_time_is_resumed_by_the_next_run() {
     assert_eq!(out.trim(), image_id(&image));
     let last = f.server.requests_to("/images/cut.aci");
     let last = last.last().expect("requests");
-    assert!(last.range.is_some(), "the second run started over: {last:?}");
+    assert!(
+        last.range.is_some(),
+        "the second run started over: {last:?}"
+    );
 }
 
 #[test]
@@ -248,9 +274,7 @@ fn plain_http_only_with_the_insecure_option() {
     let e = f.env.fails(&[NOSIG, "fetch", &url]);
     assert!(e.contains("--insecure-options=http"), "{e}");
     assert!(plain.log().is_empty(), "a request went out over http");
-    let out = f
-        .env
-        .ok(&["--insecure-options=image,http", "fetch", &url]);
+    let out = f.env.ok(&["--insecure-options=image,http", "fetch", &url]);
     assert_eq!(out.trim(), image_id(&image));
 }
 
@@ -276,7 +300,11 @@ fn tls_is_checked_unless_told_otherwise() {
         .env_remove("SSL_CERT_FILE")
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -299,14 +327,14 @@ fn dependencies_are_fetched_and_their_image_id_checked() {
     let Some(f) = fixture() else { return };
     let base = aci("example.com/base", &[("version", "1")], &[], "base");
     let tools = aci("example.com/tools", &[("version", "1")], &[], "tools");
-    f.server.route(
-        "/?ac-discovery=1",
-        discovery_page("example.com", TEMPLATE),
-    );
+    f.server
+        .route("/?ac-discovery=1", discovery_page("example.com", TEMPLATE));
     f.server
         .route("/images/example.com/base-1.aci", Route::bytes(base.clone()));
-    f.server
-        .route("/images/example.com/tools-1.aci", Route::bytes(tools.clone()));
+    f.server.route(
+        "/images/example.com/tools-1.aci",
+        Route::bytes(tools.clone()),
+    );
     let deps = [
         json!({"imageName": "example.com/base", "imageID": image_id(&base),
                "labels": [{"name": "version", "value": "1"}]}),
@@ -329,14 +357,16 @@ fn d1_a_dependency_with_another_image_id_is_refused() {
     let Some(f) = fixture() else { return };
     let base = aci("example.com/base", &[("version", "1")], &[], "base");
     let other = aci("example.com/base", &[("version", "1")], &[], "not the same");
-    f.server.route(
-        "/?ac-discovery=1",
-        discovery_page("example.com", TEMPLATE),
-    );
     f.server
-        .route("/images/example.com/base-1.aci", Route::bytes(other.clone()));
-    let deps = [json!({"imageName": "example.com/base", "imageID": image_id(&base),
-                        "labels": [{"name": "version", "value": "1"}]})];
+        .route("/?ac-discovery=1", discovery_page("example.com", TEMPLATE));
+    f.server.route(
+        "/images/example.com/base-1.aci",
+        Route::bytes(other.clone()),
+    );
+    let deps = [
+        json!({"imageName": "example.com/base", "imageID": image_id(&base),
+                        "labels": [{"name": "version", "value": "1"}]}),
+    ];
     let app = aci("example.com/app", &[("version", "1")], &deps, "app");
     f.server
         .route("/images/example.com/app-1.aci", Route::bytes(app.clone()));
@@ -349,9 +379,13 @@ fn d1_a_dependency_with_another_image_id_is_refused() {
 #[test]
 fn pull_policy_never_stays_off_the_network() {
     let Some(f) = fixture() else { return };
-    let e = f
-        .env
-        .fails(&[NOSIG, "fetch", "--pull-policy", "never", "example.com/app:1.0"]);
+    let e = f.env.fails(&[
+        NOSIG,
+        "fetch",
+        "--pull-policy",
+        "never",
+        "example.com/app:1.0",
+    ]);
     assert!(e.contains("--pull-policy=never"), "{e}");
     assert!(f.server.log().is_empty());
 }
@@ -362,14 +396,31 @@ fn run_fetches_images_missing_from_the_store() {
     let image = aci("example.com/app", &[("version", "1.0")], &[], "run me");
     f.publish("example.com/app", "1.0", &image);
     // `prepare` composes the pod exactly as `run` does, without starting it.
-    let out = f.env.ok(&[NOSIG, "prepare", "example.com/app:1.0", "--exec", "/content"]);
+    let out = f.env.ok(&[
+        NOSIG,
+        "prepare",
+        "example.com/app:1.0",
+        "--exec",
+        "/content",
+    ]);
     assert!(!out.trim().is_empty());
     assert_eq!(f.env.stored(), [image_id(&image)]);
-    let fetched = f.server.requests_to("/images/example.com/app-1.0.aci").len();
+    let fetched = f
+        .server
+        .requests_to("/images/example.com/app-1.0.aci")
+        .len();
     // The default policy (new) uses the stored copy the second time.
-    f.env.ok(&[NOSIG, "prepare", "example.com/app:1.0", "--exec", "/content"]);
+    f.env.ok(&[
+        NOSIG,
+        "prepare",
+        "example.com/app:1.0",
+        "--exec",
+        "/content",
+    ]);
     assert_eq!(
-        f.server.requests_to("/images/example.com/app-1.0.aci").len(),
+        f.server
+            .requests_to("/images/example.com/app-1.0.aci")
+            .len(),
         fetched
     );
     // --pull-policy update asks again (and gets the same bytes: no new image).
@@ -382,5 +433,10 @@ fn run_fetches_images_missing_from_the_store() {
         "--exec",
         "/content",
     ]);
-    assert!(f.server.requests_to("/images/example.com/app-1.0.aci").len() > fetched);
+    assert!(
+        f.server
+            .requests_to("/images/example.com/app-1.0.aci")
+            .len()
+            > fetched
+    );
 }

@@ -21,7 +21,11 @@ const BOTH: Want = Want {
 };
 
 /// Runs discovery for `app` over `pages` (discovery URL → page); others answer 404.
-fn run(app: &str, pages: &[(&str, String)], want: Want) -> (Result<Discovered, String>, Vec<String>) {
+fn run(
+    app: &str,
+    pages: &[(&str, String)],
+    want: Want,
+) -> (Result<Discovered, String>, Vec<String>) {
     let table: HashMap<String, String> = pages
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -48,7 +52,9 @@ fn ep(aci: &str) -> Endpoint {
 
 #[test]
 fn ds4_meta_tags_of_the_test_pages() {
-    let Some(p1) = page("meta01.html") else { return };
+    let Some(p1) = page("meta01.html") else {
+        return;
+    };
     let tags = parse_meta(&p1);
     assert_eq!(tags.len(), 2);
     assert_eq!(tags[0].prefix, "example.com");
@@ -63,7 +69,9 @@ fn ds4_meta_tags_of_the_test_pages() {
 
 #[test]
 fn ds8_every_variable_rendered_and_both_urls_from_one_template() {
-    let Some(p1) = page("meta01.html") else { return };
+    let Some(p1) = page("meta01.html") else {
+        return;
+    };
     let (r, asked) = run(
         "example.com/myapp:1.0.0,os=linux,arch=amd64",
         &[("https://example.com/myapp?ac-discovery=1", p1)],
@@ -82,7 +90,9 @@ fn ds8_every_variable_rendered_and_both_urls_from_one_template() {
 
 #[test]
 fn version_defaults_to_latest_and_os_arch_to_this_machine() {
-    let Some(p1) = page("meta01.html") else { return };
+    let Some(p1) = page("meta01.html") else {
+        return;
+    };
     let (r, _) = run(
         "example.com/myapp",
         &[("https://example.com/myapp?ac-discovery=1", p1)],
@@ -99,7 +109,9 @@ fn version_defaults_to_latest_and_os_arch_to_this_machine() {
 
 #[test]
 fn ds11_walks_up_on_4xx_and_on_pages_without_tags() {
-    let Some(p1) = page("meta01.html") else { return };
+    let Some(p1) = page("meta01.html") else {
+        return;
+    };
     let (r, asked) = run(
         "example.com/group/myapp:1.0.0,os=linux,arch=amd64",
         &[
@@ -169,7 +181,9 @@ fn templates_needing_missing_labels_are_skipped() {
     // meta05: `{name}-{version}-{os}-{arch}` and `{name}-{version}`. Go leaves os/arch unset and
     // keeps only the second; we default them to this machine's (as rkt did), so both render.
     // A template with a label nobody gave is skipped.
-    let Some(p5) = page("meta05.html") else { return };
+    let Some(p5) = page("meta05.html") else {
+        return;
+    };
     let (r, _) = run(
         "example.com/myapp:1.0.0",
         &[("https://example.com/myapp?ac-discovery=1", p5)],
@@ -214,7 +228,9 @@ fn templates_needing_missing_labels_are_skipped() {
 
 #[test]
 fn ds9_every_template_is_offered_including_other_schemes() {
-    let Some(p6) = page("meta06.html") else { return };
+    let Some(p6) = page("meta06.html") else {
+        return;
+    };
     let (r, _) = run(
         "example.com/myapp:1.0.0,os=linux,arch=amd64",
         &[("https://example.com/myapp?ac-discovery=1", p6)],
@@ -234,7 +250,9 @@ fn ds9_every_template_is_offered_including_other_schemes() {
 #[test]
 fn ds7_tags_for_other_prefixes_are_ignored() {
     // meta04's prefix is example.com: it does not apply to names elsewhere.
-    let Some(p4) = page("meta04.html") else { return };
+    let Some(p4) = page("meta04.html") else {
+        return;
+    };
     let (r, _) = run(
         "other.org/myapp:1.0.0",
         &[

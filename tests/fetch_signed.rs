@@ -43,7 +43,9 @@ impl Fixture {
         self.server.route(&base, Route::bytes(image.to_vec()));
         match signature {
             Some(sig) => self.server.route(&format!("{base}.asc"), Route::bytes(sig)),
-            None => self.server.route(&format!("{base}.asc"), Route::status(404)),
+            None => self
+                .server
+                .route(&format!("{base}.asc"), Route::status(404)),
         }
     }
 }
@@ -85,7 +87,9 @@ fn an_unsigned_image_is_refused_unless_insecure() {
     assert!(e.contains("image is not signed"), "{e}");
     assert!(e.contains("--insecure-options=image"), "{e}");
     assert!(f.env.stored().is_empty());
-    let out = f.env.appcctl(&["--insecure-options=image", "fetch", "example.com/app:1.0"]);
+    let out = f
+        .env
+        .appcctl(&["--insecure-options=image", "fetch", "example.com/app:1.0"]);
     assert!(out.status.success());
     let warn = String::from_utf8_lossy(&out.stderr);
     assert!(warn.contains("signature not verified"), "{warn}");

@@ -106,7 +106,11 @@ fn prepare_pod(
 ) -> anyhow::Result<(Store, PodStore, Pod, PodOptions)> {
     let req = args.request()?;
     let store = Store::open(&g.dir)?;
-    let composed = compose_with(&req, &store, &super::fetch::fetch_config(g, PullPolicy::New))?;
+    let composed = compose_with(
+        &req,
+        &store,
+        &super::fetch::fetch_config(g, PullPolicy::New),
+    )?;
     for w in &composed.warnings {
         eprintln!("warning: {}", printable(w));
     }

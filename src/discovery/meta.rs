@@ -56,7 +56,9 @@ fn next_tag(lower: &str, from: usize) -> Option<Found> {
     let comment = lower[from..].find("<!--").map(|c| from + c);
     match (meta, comment) {
         (Some(m), Some(c)) if c < m => {
-            let end = lower[c + 4..].find("-->").map_or(lower.len(), |e| c + 4 + e + 3);
+            let end = lower[c + 4..]
+                .find("-->")
+                .map_or(lower.len(), |e| c + 4 + e + 3);
             Some(Found::Comment(end))
         }
         (Some(m), _) => Some(Found::Meta(m)),
@@ -182,7 +184,13 @@ mod tests {
 
     #[test]
     fn unterminated_input_does_not_panic() {
-        for s in ["<meta", "<meta name=\"ac-discovery", "<!-- <meta", "<meta name='", "<"] {
+        for s in [
+            "<meta",
+            "<meta name=\"ac-discovery",
+            "<!-- <meta",
+            "<meta name='",
+            "<",
+        ] {
             let _ = parse_meta(s);
         }
     }

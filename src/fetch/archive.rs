@@ -18,8 +18,8 @@ pub fn read_manifest(file: &mut File, path: &Path) -> Result<ImageManifest, Fetc
         reason,
     };
     let manifest = {
-        let (_, plain) =
-            decompress(BufReader::with_capacity(64 * 1024, &*file)).map_err(|e| bad(e.to_string()))?;
+        let (_, plain) = decompress(BufReader::with_capacity(64 * 1024, &*file))
+            .map_err(|e| bad(e.to_string()))?;
         let mut archive = tar::Archive::new(plain);
         let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
         let mut text = None;
@@ -50,10 +50,11 @@ pub fn read_manifest(file: &mut File, path: &Path) -> Result<ImageManifest, Fetc
             })?
             .value
     };
-    file.seek(SeekFrom::Start(0)).map_err(|source| FetchError::Io {
-        op: "rewind",
-        path: path.to_owned(),
-        source,
-    })?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| FetchError::Io {
+            op: "rewind",
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(manifest)
 }

@@ -131,12 +131,14 @@ fn parse_auth(text: &str) -> Result<(Vec<String>, Credentials), String> {
             token: field("token")?,
         },
         other => {
-            return Err(format!(
-                "type {other:?} is not supported (basic or oauth)"
-            ));
+            return Err(format!("type {other:?} is not supported (basic or oauth)"));
         }
     };
-    let domains = file.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+    let domains = file
+        .domains
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
     Ok((domains, creds))
 }
 

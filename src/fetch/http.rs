@@ -148,7 +148,9 @@ impl Http {
         for (host, addr) in &cfg.resolve {
             b = b.resolve(host, *addr);
         }
-        let client = b.build().map_err(|e| FetchError::Client { reason: chain(&e) })?;
+        let client = b
+            .build()
+            .map_err(|e| FetchError::Client { reason: chain(&e) })?;
         Ok(Http { client, cfg })
     }
 

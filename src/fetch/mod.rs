@@ -82,7 +82,9 @@ impl FromStr for PullPolicy {
             "new" => Ok(PullPolicy::New),
             "update" => Ok(PullPolicy::Update),
             "never" => Ok(PullPolicy::Never),
-            other => Err(format!("{other:?} is not a pull policy (new, update, never)")),
+            other => Err(format!(
+                "{other:?} is not a pull policy (new, update, never)"
+            )),
         }
     }
 }
@@ -143,7 +145,9 @@ pub enum FetchError {
     },
     #[error("{}: not an image archive: {reason}", path.display())]
     Archive { path: PathBuf, reason: String },
-    #[error("{image}: image is not signed ({reason}); use --insecure-options=image to import it anyway")]
+    #[error(
+        "{image}: image is not signed ({reason}); use --insecure-options=image to import it anyway"
+    )]
     Unsigned { image: String, reason: String },
     #[error("{image}: signature check failed, refusing the image: {source}")]
     Verify { image: String, source: TrustError },
@@ -153,9 +157,7 @@ pub enum FetchError {
         wanted: String,
         found: String,
     },
-    #[error(
-        "{url}: the image's labels ({found}) do not match {wanted} (DS15); refusing it"
-    )]
+    #[error("{url}: the image's labels ({found}) do not match {wanted} (DS15); refusing it")]
     LabelMismatch {
         url: String,
         wanted: String,
@@ -433,9 +435,7 @@ impl Fetcher {
             .map_err(|e| store_err(&shown, e))?;
         let bar = self.bar(aci);
         let etag = cached.as_ref().and_then(|c| c.etag.as_deref());
-        let outcome = self
-            .rt
-            .block_on(self.http.download(aci, &part, etag, &bar));
+        let outcome = self.rt.block_on(self.http.download(aci, &part, etag, &bar));
         bar.finish_and_clear();
         match outcome? {
             Downloaded::NotModified { max_age } => {
@@ -584,8 +584,8 @@ impl Fetcher {
                 .map(|dep| {
                     scope.spawn(move || {
                         // The index connection is per thread (SQLite handles are not shared).
-                        let store = Store::open(root)
-                            .map_err(|e| store_err(dep.image_name.as_str(), e))?;
+                        let store =
+                            Store::open(root).map_err(|e| store_err(dep.image_name.as_str(), e))?;
                         self.fetch_dependency(&store, &manifest.name, dep, depth + 1)
                     })
                 })
@@ -766,7 +766,7 @@ fn discover_with(
                 let mut plain = https.clone();
                 let _ = plain.set_scheme("http"); // https → http always succeeds
                 rt.block_on(http.get_page(&plain))
-                    .or_else(|_| other)
+                    .or(other)
                     .map_err(|e| e.to_string())
             }
             other => other.map_err(|e| e.to_string()),

@@ -32,12 +32,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fetch::{FetchConfig, FetchError, Fetcher, ImageRef, PullPolicy};
 use crate::schema::{
     AbsolutePath, AcIdentifier, AcName, App, AppString, EnvVar, Environment, FileMode, ImageId,
     Isolator, IsolatorKind, Mount, PodManifest, RuntimeApp, RuntimeImage, SchemaErrors, UserGroup,
     Volume, VolumeKind,
 };
-use crate::fetch::{FetchConfig, FetchError, Fetcher, ImageRef, PullPolicy};
 use crate::store::{ImageRecord, Store, StoreError};
 
 /// How long `appcctl stop` waits between SIGTERM and SIGKILL unless `--stop-timeout` says.

@@ -160,9 +160,7 @@ impl Server {
                 .expect("runtime");
             rt.block_on(async move {
                 let tcp = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let app = axum::Router::new()
-                    .fallback(handle)
-                    .with_state(state);
+                let app = axum::Router::new().fallback(handle).with_state(state);
                 match tls {
                     Some(config) => {
                         let listener = TlsListener::new(tcp, config);
@@ -253,7 +251,9 @@ fn respond(route: Option<Route>, headers: &HeaderMap) -> Response {
         return status(StatusCode::NOT_FOUND);
     };
     if let Some(wanted) = &route.auth {
-        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if given != Some(wanted.as_str()) {
             let mut r = status(StatusCode::UNAUTHORIZED);
             r.headers_mut().insert(
@@ -268,8 +268,10 @@ fn respond(route: Option<Route>, headers: &HeaderMap) -> Response {
     }
     if let Some(to) = &route.redirect {
         let mut r = status(StatusCode::FOUND);
-        r.headers_mut()
-            .insert(header::LOCATION, HeaderValue::from_str(to).expect("location"));
+        r.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(to).expect("location"),
+        );
         return r;
     }
     let etag_matches = route.etag.as_ref().is_some_and(|tag| {
@@ -569,7 +571,14 @@ impl Env {
             .args(args)
             .env("SSL_CERT_FILE", self.dir.path().join("ca.pem"))
             .env("APPC_TEST_RESOLVE", &self.resolve);
-        for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        for var in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
             c.env_remove(var);
         }
         c
