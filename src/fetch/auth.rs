@@ -9,7 +9,9 @@
 //! ```
 //!
 //! A domain matches a request's host exactly (`host` or `host:port`). Files are read in name
-//! order and a later file wins for a domain it repeats. Credentials are sent only over https:
+//! order and a later file wins for a domain it repeats. Credentials go with every https request
+//! to their domain, as rkt sent them (DS16's "on 401" policy without the extra round trip), and
+//! a 401 then says whether credentials were refused or missing. They are sent only over https:
 //! never in clear text, whatever the insecure options say.
 
 use std::path::{Path, PathBuf};
