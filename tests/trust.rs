@@ -308,7 +308,7 @@ fn expired_key_is_refused_at_signing_time_and_now() {
         .expect_err("expired key accepted");
     match &err {
         TrustError::KeyExpired { at, state, .. } => {
-            assert_eq!(at, "now");
+            assert_eq!(at, "as of now");
             assert!(state.starts_with("expired on "), "{state}");
         }
         other => panic!("{other:?}"),
@@ -320,7 +320,7 @@ fn expired_key_is_refused_at_signing_time_and_now() {
         .expect_err("signature by an expired key accepted");
     match &err {
         TrustError::KeyExpired { at, .. } => {
-            assert!(at.starts_with("when the image was signed"), "{at}")
+            assert!(at.starts_with("as of the signing time"), "{at}")
         }
         other => panic!("{other:?}"),
     }
@@ -386,7 +386,18 @@ fn garbage_and_missing_signatures_are_refused() {
         .verify("example.com/app", IMAGE, &sign(&stranger, IMAGE))
         .expect_err("stranger accepted");
     assert!(matches!(err, TrustError::UntrustedSigner { .. }), "{err:?}");
-    assert!(err.to_string().contains("not in the trust store"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("not in the trust store"), "{msg}");
+    // Named once, by fingerprint (the signature also carries the key ID, its last 16 digits).
+    let keyid = stranger
+        .keys()
+        .subkeys()
+        .next()
+        .expect("subkey")
+        .key()
+        .keyid()
+        .to_hex();
+    assert_eq!(msg.matches(&keyid).count(), 1, "{msg}");
 }
 
 #[test]
@@ -718,4 +729,98 @@ fn cli_trust_refuses_without_review_or_with_bad_keys() {
     let msg = failed(&out);
     assert!(msg.contains(&format!("cannot download {url}")), "{msg}");
     assert!(!trusted_dir.exists(), "nothing written");
+}
+
+/// Runs `appcctl` with stdin on a pseudo-terminal, typing `answer` into it.
+fn appcctl_on_tty(d: &Dirs, args: &[&str], answer: &str) -> Output {
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let child = Command::new(env!("CARGO_BIN_EXE_appcctl"))
+        .arg("--config-dir")
+        .arg(&d.config)
+        .args(args)
+        .env("APPC_VENDOR_DIR", &d.vendor)
+        .stdin(Stdio::from(pty.slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn appcctl");
+    // The line discipline holds the answer until appcctl reads it.
+    let mut master = std::fs::File::from(pty.master);
+    std::io::Write::write_all(&mut master, answer.as_bytes()).expect("type answer");
+    child.wait_with_output().expect("wait appcctl")
+}
+
+#[test]
+fn cli_trust_asks_on_a_terminal() {
+    let d = dirs();
+    let cert = key("Team");
+    let file = write_key_file(&d, &cert);
+    let stored = d
+        .config
+        .join("trustedkeys/prefix.d/example.com/team")
+        .join(cert.fingerprint().to_hex());
+    let args = ["trust", "--prefix", "example.com/team", file.as_str()];
+
+    let out = appcctl_on_tty(&d, &args, "n\n");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "declined: {stderr}");
+    assert!(
+        stderr.contains("Trust this key for example.com/team? [y/N]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not trusted (declined)"), "{stderr}");
+    assert!(!stored.exists(), "a declined key is not written");
+
+    let out = appcctl_on_tty(&d, &args, "y\n");
+    ok(&out);
+    assert!(stored.is_file(), "an accepted key is written");
+}
+
+#[test]
+fn one_good_signature_among_several_is_enough() {
+    let d = dirs();
+    let trusted = key("Team");
+    let stranger = key("Stranger");
+    trust_in(&d.config, Some("example.com"), &trusted);
+    // The same key in the vendor tree as well is still one key.
+    trust_in(&d.vendor, None, &trusted);
+    let p = StandardPolicy::new();
+    let keypair = |c: &Cert| {
+        c.keys()
+            .with_policy(&p, None)
+            .for_signing()
+            .secret()
+            .next()
+            .expect("signing key")
+            .key()
+            .clone()
+            .into_keypair()
+            .expect("keypair")
+    };
+    let mut sig = Vec::new();
+    {
+        let message = Armorer::new(Message::new(&mut sig))
+            .kind(Kind::Signature)
+            .build()
+            .expect("armorer");
+        let mut signer = Signer::new(message, keypair(&stranger))
+            .expect("signer")
+            .add_signer(keypair(&trusted))
+            .expect("second signer")
+            .detached()
+            .build()
+            .expect("build");
+        std::io::Write::write_all(&mut signer, IMAGE).expect("sign");
+        signer.finalize().expect("finalize");
+    }
+    assert_eq!(
+        d.verify("example.com/app", IMAGE, &sig)
+            .expect("two signers"),
+        "example.com"
+    );
+    // Tampered: the trusted signer's verdict (bad signature) wins over the stranger's.
+    let err = d
+        .verify("example.com/app", b"something else", &sig)
+        .expect_err("tampered");
+    assert!(matches!(err, TrustError::BadSignature { .. }), "{err:?}");
 }

@@ -82,7 +82,7 @@ pub enum TrustError {
         reason: String,
     },
     #[error(
-        "image {name}: signing key {fingerprint} {state} (keys must be valid when the image was signed and now; checked {at}); get the image signed with the publisher's current key and trust that key with `appcctl trust --prefix {name}`"
+        "image {name}: signing key {fingerprint} {state} ({at}), and a key must be valid both when the image was signed and now; get the image signed with the publisher's current key and trust that key with `appcctl trust --prefix {name}`"
     )]
     KeyExpired {
         name: String,
@@ -247,8 +247,11 @@ impl TrustStore {
                         .iter_mut()
                         .find(|t| t.cert.fingerprint() == cert.fingerprint())
                     {
-                        // Scopes come shortest first: a later match is more specific.
-                        Some(t) => t.scope = scope.clone(),
+                        // Keep the most specific scope, whichever tree it came from.
+                        Some(t) if scope.prefix_str().len() > t.scope.prefix_str().len() => {
+                            t.scope = scope.clone()
+                        }
+                        Some(_) => {}
                         None => out.push(Trusted {
                             cert,
                             scope: scope.clone(),

@@ -136,7 +136,7 @@ impl Helper<'_> {
         let cert = good.ka.cert();
         let signer = good.ka.key().fingerprint();
         key::key_usable(cert, &signer, self.policy, self.now)
-            .map_err(|why| self.unusable(cert, why, "now".into()))?;
+            .map_err(|why| self.unusable(cert, why, "as of now".into()))?;
         let scope = self
             .trusted
             .iter()
@@ -168,7 +168,7 @@ impl Helper<'_> {
                 self.unusable(
                     ka.cert(),
                     why,
-                    format!("when the image was signed ({})", key::rfc3339(at)),
+                    format!("as of the signing time, {}", key::rfc3339(at)),
                 )
             }
             VerificationError::BadSignature { sig, ka, error } => {
@@ -241,7 +241,17 @@ impl Helper<'_> {
                 hint: String::new(),
             };
         }
-        let hex: Vec<String> = issuers.iter().map(KeyHandle::to_hex).collect();
+        // A signature usually names its issuer twice, by fingerprint and by key ID.
+        let fingerprints: Vec<&KeyHandle> = issuers
+            .iter()
+            .filter(|h| matches!(h, KeyHandle::Fingerprint(_)))
+            .collect();
+        let shown = if fingerprints.is_empty() {
+            issuers.iter().collect()
+        } else {
+            fingerprints
+        };
+        let hex: Vec<String> = shown.iter().map(|h| h.to_hex()).collect();
         let mut signer = format!("key {}", hex.join(", "));
         let mut scopes = Vec::new();
         // Best effort: the explanation must not turn one refusal into another error.
