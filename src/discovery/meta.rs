@@ -182,6 +182,15 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_input_is_scanned_without_panicking(s in "(<meta|<!--|-->|name=|content=|[\"' =>]|ac-discovery|\\PC){0,40}") {
+            for t in parse_meta(&s) {
+                proptest::prop_assert!(!t.prefix.is_empty() && !t.value.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn unterminated_input_does_not_panic() {
         for s in [
