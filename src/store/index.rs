@@ -311,3 +311,54 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
         source: row.get(6)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str =
+        r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/old"}"#;
+
+    fn id(c: char) -> ImageId {
+        ImageId::parse(&format!("sha512-{}", c.to_string().repeat(128))).expect("id")
+    }
+
+    #[test]
+    fn a_version_0_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index.db");
+        {
+            // The first layout, as an older appcctl left it: no remotes table, user_version 0.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute(
+                "INSERT INTO images (id, name, manifest, size, import_time, last_used)
+                 VALUES (?1, 'example.com/old', ?2, 1, 1, 1)",
+                params![id('a').as_str(), MANIFEST],
+            )
+            .expect("row");
+        }
+        let index = Index::open(&path).expect("migrate");
+        assert_eq!(index.list().expect("list").len(), 1, "old rows survive");
+        let version: i64 = index
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.last().expect("migrations").0);
+        let rec = RemoteRecord {
+            url: "https://example.com/old.aci".into(),
+            image_id: id('a'),
+            etag: Some("\"1\"".into()),
+            max_age: Some(60),
+            fetched: 100,
+        };
+        index.record_remote(&rec).expect("record");
+        assert_eq!(index.remote(&rec.url).expect("query"), Some(rec.clone()));
+        assert!(rec.is_fresh(159) && !rec.is_fresh(160));
+        // Opening again is a no-op; the cache row goes with its image.
+        drop(index);
+        let index = Index::open(&path).expect("reopen");
+        index.remove(&id('a')).expect("remove");
+        assert_eq!(index.remote(&rec.url).expect("query"), None);
+    }
+}
