@@ -223,7 +223,7 @@ fn plain_image_keeps_its_app_and_gets_implicit_volumes() {
         ]
     );
     assert_eq!(c.name, None);
-    assert_eq!(c.options.net, NetMode::None);
+    assert_eq!(c.options.net, NetMode::Default);
     assert_eq!(c.options.stop_timeout_ms, 10_000);
 }
 

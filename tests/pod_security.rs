@@ -193,7 +193,7 @@ fn no_fd_other_than_stdio_reaches_an_app_or_a_handler() {
     let run = bash(
         &env,
         &format!(
-            r#"exec 7</etc/passwd 9>>"$TMPD/leak"; exec "$APPCCTL" --dir "$DIR" run --name fds-pod --volume vol,kind=empty {image}"#
+            r#"exec 7</etc/passwd 9>>"$TMPD/leak"; exec "$APPCCTL" --dir "$DIR" run --net=none --name fds-pod --volume vol,kind=empty {image}"#
         ),
     );
     let r = run.ok().report();

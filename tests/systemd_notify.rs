@@ -63,7 +63,38 @@ fn type_notify_unit_becomes_active_only_after_ready() {
         Some("failed"),
         "{states:?}"
     );
+    app_reports_readiness_itself(&host);
     host.shutdown().expect("teardown");
+}
+
+/// An app whose image has `appc.io/executor/supports-systemd-notify=true` gets a notify socket;
+/// the unit stays activating after the app started, until the app's READY=1 arrives. The
+/// READY=1 is sent by systemd-notify from the host side, to the very socket the app sees (the
+/// image has no sd_notify client; the app checks that its socket is there).
+fn app_reports_readiness_itself(host: &TestHost) {
+    let unit = start_image_unit(host, "appc-notify-self", "example.com/notify-self", &[]);
+    let seen = format!("journalctl -o cat -u {unit} | grep -qx socket-ok");
+    host.wait_for(&seen, Duration::from_secs(20))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the app never saw its socket: {e}\n{}",
+                host.journal(&["-u", &unit])
+            )
+        });
+    // The app runs, but has not said READY=1: the unit must still be activating.
+    assert_eq!(show(host, &unit, "ActiveState"), "activating");
+    let send = host.sh(&format!(
+        "NOTIFY_SOCKET=$(ls {DATA}/pods/*/notify/notify-self/notify) systemd-notify --ready"
+    ));
+    assert!(send.success(), "{send}");
+    let states = watch_states(host, &unit, Duration::from_secs(20));
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("active"),
+        "{states:?}"
+    );
+    let stop = host.run(&["systemctl", "stop", &unit]);
+    assert!(stop.success(), "{stop}");
 }
 
 /// A busybox image whose pre-start handler takes 2 s, imported into the host's store.
@@ -81,6 +112,15 @@ cat > $L/manifest <<'EOF'
 EOF
 {APPCCTL} image build $L /tmp/notify.aci
 {APPCCTL} --dir {DATA} --insecure-options=image fetch /tmp/notify.aci
+cat > $L/manifest <<'EOF'
+{{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/notify-self",
+ "labels":[{{"name":"os","value":"linux"}},{{"name":"arch","value":"amd64"}}],
+ "annotations":[{{"name":"appc.io/executor/supports-systemd-notify","value":"true"}}],
+ "app":{{"exec":["/bin/sh","-c","test -S \"$NOTIFY_SOCKET\" && echo socket-ok; sleep 30"],
+  "user":"0","group":"0"}}}}
+EOF
+{APPCCTL} image build $L /tmp/notify-self.aci
+{APPCCTL} --dir {DATA} --insecure-options=image fetch /tmp/notify-self.aci
 "#
     );
     let out = host.sh(&script);
@@ -89,6 +129,10 @@ EOF
 
 /// Starts `appcctl run` of the image with `app_args` as a Type=notify transient service.
 fn start_unit(host: &TestHost, unit: &str, app_args: &[&str]) -> String {
+    start_image_unit(host, unit, "example.com/notify", app_args)
+}
+
+fn start_image_unit(host: &TestHost, unit: &str, image: &str, app_args: &[&str]) -> String {
     let name = format!("{unit}.service");
     let mut argv = vec![
         "systemd-run",
@@ -104,7 +148,9 @@ fn start_unit(host: &TestHost, unit: &str, app_args: &[&str]) -> String {
         "run",
         "--name",
         unit,
-        "example.com/notify",
+        image,
+        "--name",
+        "notify-self",
     ];
     argv.extend_from_slice(app_args);
     let out = host.run(&argv);

@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     match cli.run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("appcctl: {}", one_line(&e));
+            // Once, at the boundary (STYLE.md rule 11): stderr and, under systemd, the journal.
+            tracing::error!("{}", one_line(&e));
             ExitCode::from(EXIT_INTERNAL)
         }
     }

@@ -24,12 +24,14 @@
 //! not lost to the kill.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use super::GlobalArgs;
@@ -39,6 +41,10 @@ use crate::systemd::journal::STDERR_PRIORITY;
 
 /// How often `--follow` checks whether the pod still runs.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How long the last query waits for journald to read what the apps wrote before they exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `run`'s terminal echo checks whether the pod has started.
+const ECHO_POLL: Duration = Duration::from_millis(20);
 /// The journal reader.
 const JOURNALCTL: &str = "journalctl";
 
@@ -256,22 +262,79 @@ pub fn logs(g: &GlobalArgs, a: &LogsArgs) -> anyhow::Result<ExitCode> {
     };
     let running = info.state == PodState::Running;
     if !(a.follow && running) {
-        let mut child = spawn(&query.args(a.lines, false, None))?;
+        let mut child = spawn(&query.args(a.lines, false, None), false)?;
         let copied = copy_entries(&mut child, &printer);
         finish(child, copied.error.is_some())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let follower = spawn(&query.args(a.lines, true, None))?;
-    let cursor = follow(&pod, follower, &printer)?;
-    // The pod has exited: what journald stored since the follower's last entry, up to the end.
+    follow_to_end(&pod, &mut query, a.lines, &printer, false)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows a running pod's output until it exits, then prints what journald stored between
+/// the follower's last entry and the pod's end.
+fn follow_to_end(
+    pod: &Pod,
+    query: &mut Query,
+    lines: Option<u64>,
+    printer: &Printer,
+    own_group: bool,
+) -> anyhow::Result<()> {
+    let follower = spawn(&query.args(lines, true, None), own_group)?;
+    let cursor = follow(pod, follower, printer)?;
     if let Ok(record) = pod.record() {
         query.until = record.exited.map(|t| t.saturating_add(1));
     }
-    let lines = if cursor.is_some() { None } else { a.lines };
-    let mut child = spawn(&query.args(lines, false, cursor.as_deref()))?;
-    let copied = copy_entries(&mut child, &printer);
-    finish(child, copied.error.is_some())?;
-    Ok(ExitCode::SUCCESS)
+    // The apps' last lines may still sit unread in journald's stream buffers.
+    crate::systemd::journal::wait_streams_drained(&query.unit, &query.apps, DRAIN_TIMEOUT);
+    sync_journal();
+    let lines = if cursor.is_some() { None } else { lines };
+    let mut child = spawn(&query.args(lines, false, cursor.as_deref()), own_group)?;
+    let copied = copy_entries(&mut child, printer);
+    finish(child, copied.error.is_some())
+}
+
+/// `appcctl run` on a terminal while its apps log to journald: shows their output there too,
+/// read back from the journal (prefixed with the app when the pod has several), so no byte of
+/// app output passes through appcctl on its way to the journal and a slow terminal never holds
+/// an app up. Returns once the pod has exited and its last lines are printed; gives up
+/// quietly if the pod never reaches the running state with a unit.
+pub fn echo_running_pod(pods: &PodStore, pod: &Pod) -> anyhow::Result<()> {
+    // The runner forwards SIGINT/SIGTERM/SIGHUP to the pod from its own thread; this thread
+    // must not take them (their default action would end appcctl).
+    let mut stop = nix::sys::signal::SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        stop.add(s);
+    }
+    stop.thread_block()?;
+    let (started, unit) = loop {
+        let info = pods.info(pod)?;
+        match (info.state, info.record.started, info.record.unit) {
+            // A pod may run and exit between two looks: its output is shown all the same.
+            (PodState::Running | PodState::Exited, Some(started), Some(unit)) => {
+                break (started, unit);
+            }
+            (PodState::Prepared | PodState::Running, _, _) => thread::sleep(ECHO_POLL),
+            _ => return Ok(()),
+        }
+    };
+    let apps: Vec<String> = pod
+        .manifest()?
+        .apps
+        .iter()
+        .map(|app| app.name.as_str().to_owned())
+        .collect();
+    let printer = Printer {
+        format: Format::Table,
+        prefix: (apps.len() > 1).then(|| apps.iter().map(String::len).max().unwrap_or(0)),
+    };
+    let mut query = Query {
+        unit,
+        apps,
+        since: started,
+        until: None,
+    };
+    follow_to_end(pod, &mut query, None, &printer, true)
 }
 
 /// Prints the follower's entries until the pod's lock is released (or our stdout closes, or
@@ -319,6 +382,18 @@ fn follow(pod: &Pod, mut child: Child, printer: &Printer) -> anyhow::Result<Opti
     Ok(copied.cursor)
 }
 
+/// Asks journald to store everything written to it so far (`journalctl --sync` waits for
+/// that), so the last query sees the lines the apps wrote just before they exited. Best
+/// effort: only root may ask, and without it those lines may come a moment too late.
+fn sync_journal() {
+    let _ = Command::new(JOURNALCTL)
+        .arg("--sync")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// What copying journalctl's output did.
 #[derive(Debug, Default)]
 struct Copied {
@@ -355,9 +430,14 @@ fn copy_from(input: impl BufRead, printer: &Printer, mut out: impl Write) -> Cop
     copied
 }
 
-fn spawn(args: &[String]) -> anyhow::Result<Child> {
-    Command::new(JOURNALCTL)
-        .args(args)
+/// Runs journalctl; `own_group` keeps it out of the terminal's process group, so a Ctrl-C
+/// meant for `appcctl run` (which forwards it to the pod) does not end the echo early.
+fn spawn(args: &[String], own_group: bool) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(JOURNALCTL);
+    if own_group {
+        cmd.process_group(0);
+    }
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()

@@ -3,6 +3,7 @@
 //! Each verb group has its own file; `Cli::run` dispatches. Results go to stdout, problems to
 //! stderr, one line each; appcctl's own failures exit 254 (rkt's convention).
 
+mod diag;
 mod fetch;
 mod image;
 mod image_build;
@@ -144,6 +145,7 @@ pub const EXIT_INTERNAL: u8 = 254;
 impl Cli {
     /// Runs the parsed command; the returned code is the process exit status.
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        diag::init(self.global.debug);
         match &self.command {
             Command::Validate(args) => validate::run(args),
             Command::Fetch(args) => fetch::run(&self.global, args),

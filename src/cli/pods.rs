@@ -32,6 +32,7 @@ use super::GlobalArgs;
 use super::image::parse_duration;
 use super::output::{Format, ago, print_table, printable, rfc3339};
 use crate::exec::cgroups::remove_pod_cgroups;
+use crate::net::PodAddress;
 use crate::pod::{GcReport, Pod, PodError, PodInfo, PodState, PodStore, now};
 use crate::schema::{PodManifest, PodUuid};
 
@@ -184,7 +185,9 @@ pub fn list(g: &GlobalArgs, a: &ListArgs) -> anyhow::Result<ExitCode> {
     }
     let now = now();
     let rows: Vec<Vec<String>> = views.iter().map(|v| list_row(v, a.full, now)).collect();
-    let header = ["NAME", "UUID", "STATE", "APPS", "IMAGES", "CREATED", "EXIT"];
+    let header = [
+        "NAME", "UUID", "STATE", "APPS", "IMAGES", "CREATED", "NETWORKS", "EXIT",
+    ];
     print_table(if a.no_legend { &[] } else { &header }, &rows);
     Ok(ExitCode::SUCCESS)
 }
@@ -206,6 +209,7 @@ fn list_row(v: &PodView, full: bool, now: i64) -> Vec<String> {
         printable(&apps.join(",")),
         printable(&images.join(",")),
         ago(v.info.record.created, now),
+        networks_text(v),
         exit,
     ]
 }
@@ -270,6 +274,12 @@ fn status_lines(v: &PodView) -> Vec<String> {
     );
     if let Some(pid) = r.init_pid {
         out.push(format!("pid={pid}"));
+    }
+    if let Some(unit) = &r.unit {
+        out.push(format!("unit={}", printable(unit)));
+    }
+    if !networks(v).is_empty() {
+        out.push(format!("networks={}", networks_text(v)));
     }
     if is_finished(v.info.state)
         && let Some(code) = pod_exit_code(&v.apps)
@@ -353,6 +363,11 @@ fn rm_one(store: &PodStore, query: &str) -> anyhow::Result<PodUuid> {
     // `remove` takes the lock itself, and a second flock from this process would conflict.
     drop(lock);
     store.remove(&pod)?;
+    // A runner killed with -9 left the pod's lease and port forwards; with the pod gone its
+    // lease is dead and can be released.
+    crate::net::release_pod(uuid).with_context(|| {
+        format!("pod {uuid} was removed but its network was not released; `appcctl gc` retries")
+    })?;
     Ok(uuid)
 }
 
@@ -369,6 +384,21 @@ pub fn gc(g: &GlobalArgs, a: &GcArgs) -> anyhow::Result<ExitCode> {
     for uuid in &report.removed {
         if let Err(e) = remove_pod_cgroups(*uuid) {
             eprintln!("appcctl: gc: pod {uuid} was removed but its cgroups were not: {e}");
+            failed = true;
+        }
+    }
+    // Leases, veths and forwards of pods that died without their runner (kill -9).
+    match crate::net::gc() {
+        Ok(net) => {
+            for (network, uuid, ip) in &net.released {
+                println!("{uuid}: released address {ip} on network {network}");
+            }
+            for stray in &net.strays {
+                println!("network: removed stray {stray}");
+            }
+        }
+        Err(e) => {
+            eprintln!("appcctl: gc: network: {e}");
             failed = true;
         }
     }
@@ -614,11 +644,31 @@ fn pod_json(v: &PodView) -> serde_json::Value {
         "started": r.started.map(rfc3339),
         "exited": r.exited.map(rfc3339),
         "initPid": r.init_pid,
+        "unit": r.unit,
+        "networks": networks(v),
         "exitCode": if finished { pod_exit_code(&v.apps) } else { None },
         "apps": apps,
         "isolators": v.isolators,
         "warnings": v.warnings,
     })
+}
+
+/// The pod's addresses as its runner recorded them (empty for `--net=none|host`).
+fn networks(v: &PodView) -> Vec<PodAddress> {
+    PodAddress::from_record(v.info.record.net.as_ref())
+}
+
+/// rkt's form: `default:ip4=172.16.28.2`, comma-separated; `-` without any.
+fn networks_text(v: &PodView) -> String {
+    let list: Vec<String> = networks(v)
+        .iter()
+        .map(|a| format!("{}:ip4={}", a.network, a.ip))
+        .collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
 }
 
 fn app_json(a: &AppView) -> serde_json::Value {

@@ -16,7 +16,7 @@ use super::{EXIT_INTERNAL, GlobalArgs, printable};
 use crate::exec::control::{self, Stopped};
 use crate::exec::launch::{self, LaunchError, LaunchOptions};
 use crate::fetch::PullPolicy;
-use crate::pod::compose::{NetMode, PodOptions, compose_with};
+use crate::pod::compose::{PodOptions, compose_with};
 use crate::pod::{Pod, PodStore};
 use crate::store::Store;
 
@@ -114,6 +114,8 @@ fn prepare_pod(
     for w in &composed.warnings {
         eprintln!("warning: {}", printable(w));
     }
+    // A port name no app declares is refused before the pod exists.
+    crate::net::check_ports(&composed.manifest, composed.options.net)?;
     let pods = PodStore::open(&g.dir)?;
     let pod = pods.create(composed.name.clone(), &composed.manifest)?;
     let json = serde_json::to_vec_pretty(&composed.options)?;
@@ -164,12 +166,24 @@ fn launch_pod(
     let opts = LaunchOptions {
         hostname: options.hostname.clone(),
         interactive: options.interactive,
-        private_network: options.net != NetMode::Host,
+        net: options.net,
+        dns: options.dns.clone(),
+        config_dir: g.config_dir.clone(),
         no_overlay: options.no_overlay,
         stop_timeout_ms: options.stop_timeout_ms,
         debug: g.debug,
+        slice: options.slice.clone(),
+        keep_unit: options.keep_unit,
     };
-    match launch::run_pod(store, pods, pod, &opts) {
+    let echo = echo_on_terminal(pods, pod, &opts);
+    let result = launch::run_pod(store, pods, pod, &opts);
+    if let Some(echo) = echo {
+        // The pod has ended and released its lock: the echo prints its last lines and returns.
+        if let Ok(Err(e)) = echo.join() {
+            tracing::warn!("showing the pod's output: {e:#}");
+        }
+    }
+    match result {
         Ok(outcome) => Ok(exit_code(outcome.exit_code)),
         // A failing pre-start handler is the pod's failure: its status is the pod's.
         Err(LaunchError::Start {
@@ -182,6 +196,23 @@ fn launch_pod(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// On a terminal, apps that log to journald are shown there too, read back from the journal
+/// by a thread (see `logs::echo_running_pod`); piped, the journal alone has them.
+fn echo_on_terminal(
+    pods: &PodStore,
+    pod: &Pod,
+    opts: &LaunchOptions,
+) -> Option<std::thread::JoinHandle<anyhow::Result<()>>> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !launch::logs_to_journal(opts.interactive) {
+        return None;
+    }
+    let (pods, pod) = (pods.clone(), pod.clone());
+    Some(std::thread::spawn(move || {
+        super::logs::echo_running_pod(&pods, &pod)
+    }))
 }
 
 fn exit_code(code: i32) -> ExitCode {

@@ -46,7 +46,8 @@ Pod flags (before the first image):
   --uuid-file-save FILE     write the pod's UUID to FILE
   --pod-manifest FILE       run this pod manifest; its images are looked up in the store
                             (only --name, --uuid-file-save, --hostname, --interactive, --net,
-                            --no-overlay and --stop-timeout may go with it)
+                            --dns*, --hosts-entry, --no-overlay, --stop-timeout, --slice and
+                            --keep-unit may go with it; its own `ports` are forwarded)
   --volume NAME,kind=host,source=PATH[,readOnly=BOOL][,recursive=BOOL]
   --volume NAME,kind=empty[,readOnly=BOOL][,mode=0755][,uid=N][,gid=N]
                             a pod volume (repeatable); an image mount point of the same name
@@ -57,7 +58,20 @@ Pod flags (before the first image):
                             image < --set-env < --environment
   --hostname HOSTNAME       the pod's host name
   --interactive             pass the terminal through to the (single) app
-  --net none|host           the pod's network (default none); `default` is not available yet
+  --net default|none|host   the pod's network (default: default): `default` is a veth on the
+                            bridge appc0 with an address from 172.16.28.0/24 (configurable in
+                            <config-dir>/net.d/*.json), masqueraded; `none` is loopback only;
+                            `host` is the host's network
+  --port NAME:[HOSTIP:]HOSTPORT
+                            forward a host port to the app port NAME of an image's `ports`
+                            (repeatable; --net=default only), also reachable via localhost
+  --dns IP|host             a nameserver for the apps' /etc/resolv.conf (repeatable); `host`
+                            copies the host's resolv.conf
+  --dns-search DOMAIN       a search domain for /etc/resolv.conf (repeatable)
+  --dns-opt OPTION          a resolver option for /etc/resolv.conf, e.g. ndots:2 (repeatable)
+  --hosts-entry IP=HOST|host
+                            an /etc/hosts entry (repeatable); the apps' /etc/hosts is then the
+                            pod's own (`host`: start from a copy of the host's)
   --no-overlay              copy image trees instead of mounting overlays
   --pull-policy new|update|never
                             images not in the store are fetched (new, the default), every
@@ -65,6 +79,9 @@ Pod flags (before the first image):
                             used (never); see `appcctl fetch --help`
   --stop-timeout DURATION   time between SIGTERM and SIGKILL on stop (10s, 1m30s, 500ms;
                             a bare number is seconds; default 10s)
+  --slice NAME.slice        under systemd: the slice of the pod's scope (default machine.slice)
+  --keep-unit               under systemd: no scope of its own; the pod stays in the unit
+                            appcctl runs in (automatic in a service, as appc-pod@.service)
 
 App flags (after the image they apply to):
   --exec PATH               run PATH instead of the image's exec[0]
@@ -195,8 +212,15 @@ const FLAGS: &[(&str, Scope, Arity)] = &[
     ("hostname", Scope::Pod, Arity::Value),
     ("interactive", Scope::Pod, Arity::Bool),
     ("net", Scope::Pod, Arity::Value),
+    ("port", Scope::Pod, Arity::Value),
+    ("dns", Scope::Pod, Arity::Value),
+    ("dns-search", Scope::Pod, Arity::Value),
+    ("dns-opt", Scope::Pod, Arity::Value),
+    ("hosts-entry", Scope::Pod, Arity::Value),
     ("no-overlay", Scope::Pod, Arity::Bool),
     ("stop-timeout", Scope::Pod, Arity::Value),
+    ("slice", Scope::Pod, Arity::Value),
+    ("keep-unit", Scope::Pod, Arity::Bool),
     ("pull-policy", Scope::Pod, Arity::Value),
     ("exec", Scope::App, Arity::Value),
     ("name", Scope::App, Arity::Value),
@@ -424,7 +448,18 @@ fn parse_pod_section(cursor: &mut Cursor<'_>, pod: &mut PodFlags) -> Result<(), 
 }
 
 fn is_repeatable(name: &str) -> bool {
-    matches!(name, "volume" | "mount" | "set-env" | "environment")
+    matches!(
+        name,
+        "volume"
+            | "mount"
+            | "set-env"
+            | "environment"
+            | "port"
+            | "dns"
+            | "dns-search"
+            | "dns-opt"
+            | "hosts-entry"
+    )
 }
 
 fn bad(flag: &FlagWord<'_>, value: &str, reason: String) -> RunArgsError {
@@ -458,8 +493,24 @@ fn apply_pod_flag(pod: &mut PodFlags, name: &str, value: &str) -> Applied {
         "hostname" => pod.hostname = Some(parse_hostname(value)?),
         "interactive" => pod.interactive = parse_bool(value)?,
         "net" => pod.net = parse_net(value)?,
+        "port" => {
+            let port = crate::net::ports::parse_port_flag(value)?;
+            if pod.ports.iter().any(|p| p.name == port.name) {
+                return Err(format!(
+                    "port {} is already forwarded; give each port name once",
+                    port.name
+                ));
+            }
+            pod.ports.push(port);
+        }
+        "dns" => pod.dns.add_server(value)?,
+        "dns-search" => pod.dns.add_search(value)?,
+        "dns-opt" => pod.dns.add_option(value)?,
+        "hosts-entry" => pod.dns.add_hosts_entry(value)?,
         "no-overlay" => pod.no_overlay = parse_bool(value)?,
         "stop-timeout" => pod.stop_timeout_ms = Some(parse_duration_ms(value)?),
+        "slice" => pod.slice = Some(parse_slice(value)?),
+        "keep-unit" => pod.keep_unit = parse_bool(value)?,
         "pull-policy" => pod.pull_policy = Some(value.parse()?),
         other => return Err(format!("--{other} is not a pod flag")),
     }
@@ -569,6 +620,7 @@ fn check_pod_manifest(pod: &PodFlags, apps: &[AppRequest]) -> Result<(), RunArgs
         (!pod.volumes.is_empty(), "--volume"),
         (!pod.mounts.is_empty(), "--mount"),
         (!pod.set_env.is_empty(), "--set-env"),
+        (!pod.ports.is_empty(), "--port"),
     ];
     match given.into_iter().find(|(given, _)| *given) {
         Some((_, flag)) => Err(RunArgsError::NotWithPodManifest { flag: flag.into() }),
@@ -611,12 +663,10 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 
 fn parse_net(s: &str) -> Result<NetMode, String> {
     match s {
+        "default" => Ok(NetMode::Default),
         "none" => Ok(NetMode::None),
         "host" => Ok(NetMode::Host),
-        "default" | "default-restricted" => Err(format!(
-            "{s:?}: contained networking is not implemented yet; use --net=none or --net=host"
-        )),
-        _ => Err(format!("{s:?} is not a network mode (none or host)")),
+        _ => Err(format!("{s:?} is not a network (default, none or host)")),
     }
 }
 
@@ -630,6 +680,24 @@ fn parse_env(s: &str) -> Result<EnvVar, String> {
         name,
         value: value.to_owned(),
     })
+}
+
+/// A slice unit name (`machine.slice`, `appc-web.slice`): systemd would refuse anything else,
+/// after the pod's init already exists.
+fn parse_slice(s: &str) -> Result<String, String> {
+    let stem = s.strip_suffix(".slice").unwrap_or("");
+    let valid = !stem.is_empty()
+        && s.len() <= 255
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:\\".contains(&b));
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a slice unit name: letters, digits and -_.:\\ ending in .slice (e.g. machine.slice)"
+        ))
+    }
 }
 
 /// A host name as sethostname(2) takes it: at most 64 bytes (HOST_NAME_MAX), RFC 1123 labels.
@@ -881,6 +949,9 @@ mod tests {
 
     #[test]
     fn both_value_forms() {
+        let k = ok("--slice appc-web.slice --keep-unit img");
+        assert_eq!(k.pod.slice.as_deref(), Some("appc-web.slice"));
+        assert!(k.pod.keep_unit);
         let a = ok("--hostname=h1 --stop-timeout 5s img --memory=128M --cpu 500m");
         let b = ok("--hostname h1 --stop-timeout=5s img --memory 128M --cpu=500m");
         assert_eq!(a, b);
@@ -931,7 +1002,20 @@ mod tests {
         assert_eq!(p.set_env.len(), 2);
         assert_eq!(p.mounts[0].volume, name("v"));
         assert_eq!(p.mounts[0].target.as_str(), "/v");
-        assert_eq!(ok("img").pod.net, NetMode::None);
+        assert_eq!(ok("img").pod.net, NetMode::Default);
+        let p = ok("--net=default --port www:8080 --port db:127.0.0.1:5432 --dns 10.0.0.53 \
+            --dns-search example.com --dns-opt ndots:2 --hosts-entry 10.1.1.1=db --hosts-entry host img")
+        .pod;
+        assert_eq!(p.net, NetMode::Default);
+        assert_eq!(p.ports.len(), 2);
+        assert_eq!(p.ports[1].host_port, 5432);
+        assert_eq!(
+            p.dns.servers,
+            ["10.0.0.53".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!((p.dns.search.len(), p.dns.options.len()), (1, 1));
+        assert!(p.dns.host_hosts);
+        assert_eq!(p.dns.hosts_entries[0].host, "db");
     }
 
     #[test]
@@ -1133,12 +1217,19 @@ mod tests {
     fn bad_pod_values() {
         let cases = [
             (
-                "--net default img",
-                "contained networking is not implemented yet",
+                "--net bridge img",
+                "is not a network (default, none or host)",
             ),
-            ("--net bridge img", "is not a network mode"),
+            ("--port www img", "is not NAME:[HOSTIP:]HOSTPORT"),
+            ("--port www:8080 --port www:8081 img", "already forwarded"),
+            ("--dns 1.2.3 img", "is not an IP address"),
+            ("--dns host --dns 1.1.1.1 img", "cannot be combined"),
+            ("--hosts-entry db img", "is not IP=HOST"),
             ("--hostname -bad img", "is not a host name"),
             ("--hostname a_b img", "is not a host name"),
+            ("--slice machine img", "is not a slice unit name"),
+            ("--slice .slice img", "is not a slice unit name"),
+            ("--slice a/b.slice img", "is not a slice unit name"),
             ("--stop-timeout 5x img", "is not a duration"),
             ("--stop-timeout s img", "is not a duration"),
             ("--interactive=1 img", "is not a boolean"),

@@ -16,6 +16,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use rustix::fs::{MemfdFlags, SealFlags};
 
+use super::app_notify::{self, AppSockets};
 use super::cgroups;
 use super::init::AppExit;
 use super::manager::{self, Kind, Placement};
@@ -23,6 +24,7 @@ use super::plan::{self, AppInputs, InitPlan, Rootfs};
 use super::sync::{self, FromInit, ToInit};
 use super::volumes;
 use crate::cgroup::{IsolatorReport, Outcome};
+use crate::net::{DnsOptions, NetMode, NetRequest, PodNet};
 use crate::pod::{Pod, PodLock, PodState, PodStore};
 use crate::schema::{IsolatorScope, PodManifest};
 use crate::store::{CopyOptions, Store, copy_image};
@@ -48,6 +50,8 @@ pub enum LaunchError {
     Manager(#[from] manager::ManagerError),
     #[error(transparent)]
     Volume(#[from] Box<volumes::VolumeError>),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     #[error("pod {pod} is {state}; only a prepared pod can run (prepare a new one)")]
     NotPrepared { pod: String, state: PodState },
     #[error("app {app}: the pod manifest names no image id (it was not reified)")]
@@ -78,11 +82,19 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
 pub struct LaunchOptions {
     pub hostname: Option<String>,
     pub interactive: bool,
-    pub private_network: bool,
+    /// `--net`; with `default`, `config_dir` holds `net.d/`.
+    pub net: NetMode,
+    /// `--dns*`, `--hosts-entry`.
+    pub dns: DnsOptions,
+    pub config_dir: PathBuf,
     pub no_overlay: bool,
     pub stop_timeout_ms: u64,
     /// Print the G3 isolator report to stderr.
     pub debug: bool,
+    /// Under systemd: the slice of the pod's scope (`None`: machine.slice).
+    pub slice: Option<String>,
+    /// Under systemd: keep appcctl's own unit instead of allocating a scope.
+    pub keep_unit: bool,
 }
 
 /// The outcome of a pod run.
@@ -101,16 +113,29 @@ pub fn run_pod(
 ) -> Result<RunOutcome, LaunchError> {
     let lock = take_prepared(pods, pod)?;
     let manifest = pod.manifest()?;
-    let kind = Kind::detect();
-    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind)?;
+    // The address is taken before the plan, which names it; dropped on any error below, the
+    // PodNet gives it back.
+    let mut net = PodNet::prepare(&NetRequest {
+        mode: opts.net,
+        config_dir: &opts.config_dir,
+        uuid: pod.uuid(),
+        pod_dir: pod.dir(),
+        manifest: &manifest,
+    })?;
+    let kind = Kind::detect(opts.keep_unit);
+    let (plan, mut reports) = make_plan(store, pod, &manifest, opts, &kind, &net)?;
     manager::adjust_reports(&kind, plan.apps.len(), &mut reports);
     write_reports(pod, &reports)?;
     if opts.debug {
-        eprintln!("appcctl: resources managed by {kind:?}");
-        reports.iter().for_each(|(_, r)| eprintln!("appcctl: {r}"));
+        let (name, uuid) = (&plan.pod_name, &plan.pod_uuid);
+        tracing::debug!(appc_pod = %name, appc_pod_uuid = %uuid, "resources managed by {kind:?}");
+        for (_, r) in &reports {
+            tracing::debug!(appc_pod = %name, appc_pod_uuid = %uuid, "{r}");
+        }
     }
     let mut placement = Placement::prepare(kind, pod.uuid(), &manifest, &plan)?;
-    let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement);
+    placement.set_slice(opts.slice.clone());
+    let result = start_and_wait(pods, pod, &lock, &plan, &manifest, &mut placement, &mut net);
     placement.release(pod.uuid());
     result
 }
@@ -135,6 +160,7 @@ fn make_plan(
     manifest: &PodManifest,
     opts: &LaunchOptions,
     kind: &Kind,
+    net: &PodNet,
 ) -> Result<(InitPlan, Reports), LaunchError> {
     volumes::create_empty_volumes(manifest, pod.dir()).map_err(Box::new)?;
     let use_overlay = !opts.no_overlay && overlay_usable(pod.dir());
@@ -159,18 +185,31 @@ fn make_plan(
                 Vec::new() // the apps stay in the pod's unit with the init
             },
         };
-        let (app, r) = plan::plan_app(store, manifest, pod.dir(), input).map_err(Box::new)?;
+        let (mut app, r) = plan::plan_app(store, manifest, pod.dir(), input).map_err(Box::new)?;
+        if app_notify::wanted(&image.manifest) {
+            app_notify::add_to_plan(&mut app, pod.dir());
+        }
         prepare_app_dirs(store, &image, &app)?;
         reports.extend(r.into_iter().map(|r| (Some(app.name.clone()), r)));
         apps.push(app);
     }
     let label = pod.label();
+    let hostname = opts.hostname.clone().unwrap_or_else(|| label.clone());
+    let address = net.address().map(|a| a.ip);
+    let dns_files = crate::net::dns::write_pod_files(
+        pod.dir(),
+        &opts.dns,
+        net.dns_config(),
+        &hostname,
+        address,
+    )?;
     let plan = InitPlan {
         pod_uuid: pod.uuid().to_string(),
-        pod_name: label.clone(),
+        pod_name: label,
         pod_dir: pod.dir().to_owned(),
-        hostname: opts.hostname.clone().unwrap_or(label),
-        private_network: opts.private_network,
+        hostname,
+        private_network: opts.net != NetMode::Host,
+        dns_files,
         interactive: opts.interactive,
         stop_timeout_ms: opts.stop_timeout_ms,
         apps,
@@ -247,10 +286,13 @@ fn start_and_wait(
     plan: &InitPlan,
     manifest: &PodManifest,
     placement: &mut Placement,
+    net: &mut PodNet,
 ) -> Result<RunOutcome, LaunchError> {
     let forward = block_stop_signals()?;
     let (ours, theirs) = sync::channel().map_err(io("create the init channel"))?;
     let init = sealed_init()?;
+    let notifiers = AppSockets::bind(pod.dir(), &app_notify::apps_in(plan))
+        .map_err(io("bind the apps' notify sockets"))?;
     let mut child = spawn_init(&init, pod, plan, &theirs, lock)?;
     drop(theirs);
     let pid = child.id();
@@ -259,27 +301,35 @@ fn start_and_wait(
         r.init_pid = Some(pid as i32);
         r.init_start = process_start_time(pid);
         r.unit = placement.unit().map(str::to_owned);
+        r.net = net.record();
         r.advance(PodState::Running, crate::pod::now())
     })?;
-    if let Err(e) = placed {
+    // The network is wired once the init is placed and before it starts anything (sync 1).
+    let ready = placed
+        .map_err(LaunchError::from)
+        .and_then(|()| Ok(net.attach(pid)?));
+    if let Err(e) = ready {
         let _ = child.kill(); // best effort: the init has not started anything yet
         let _ = child.wait();
-        finish(pods, pod, lock, plan)?;
-        return Err(e.into());
+        finish(pods, pod, lock, plan, net)?;
+        return Err(e);
     }
     let go = ToInit::Go {
-        journal: log_to_journal(plan),
+        journal: logs_to_journal(plan.interactive),
         unit: placement.unit().map(str::to_owned),
     };
     sync::send_msg(&ours, &go).map_err(io("start the pod init"))?;
     let started = sync::recv_msg::<FromInit>(&ours).map_err(io("wait for the pod init"))?;
-    notify_started(plan, started.as_ref());
     spawn_forwarder(forward, pid);
+    let ready = matches!(started, Some(FromInit::Started { .. }))
+        && (notifiers.is_empty() || notifiers.wait_ready(&mut child));
+    notify_started(plan, started.as_ref(), ready);
+    notifiers.relay_in_background();
     let status = child.wait().map_err(io("wait for the pod init"))?;
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    finish(pods, pod, lock, plan)?;
+    finish(pods, pod, lock, plan, net)?;
     match started {
         Some(FromInit::Started { .. }) => Ok(RunOutcome { exit_code: code }),
         Some(FromInit::Failed { error, code }) => Err(LaunchError::Start {
@@ -296,19 +346,18 @@ fn start_and_wait(
 }
 
 /// Apps log to journald when systemd runs the host and journald listens, unless the pod is
-/// interactive (the terminal is the app's) or `appcctl run` writes to a terminal, where the user
-/// expects to see the output (rkt and nspawn show it; `appcctl logs` reads the journal).
-fn log_to_journal(plan: &InitPlan) -> bool {
-    use std::io::IsTerminal;
-    !plan.interactive
-        && !std::io::stdout().is_terminal()
+/// interactive (the terminal is the app's). On a terminal, `appcctl run` echoes what they
+/// log there too (`cli::logs::echo_running_pod`).
+pub fn logs_to_journal(interactive: bool) -> bool {
+    !interactive
         && crate::systemd::detect::systemd_is_pid1()
         && crate::systemd::journal::journald_available()
 }
 
-/// sd_notify for a `Type=notify` unit running the pod: ready once every app started (best
-/// effort: a unit that is not Type=notify simply has no socket).
-fn notify_started(plan: &InitPlan, started: Option<&FromInit>) {
+/// sd_notify for a `Type=notify` unit running the pod: ready once every app started and every
+/// app that reports readiness itself ([`app_notify`]) said so (best effort: a unit that is not
+/// Type=notify simply has no socket).
+fn notify_started(plan: &InitPlan, started: Option<&FromInit>, ready: bool) {
     use crate::systemd::notify::{Notify, notify};
     let status = match started {
         Some(FromInit::Started { apps }) => {
@@ -318,16 +367,28 @@ fn notify_started(plan: &InitPlan, started: Option<&FromInit>) {
         _ => format!("pod {}: failed to start", plan.pod_name),
     };
     let mut messages = vec![Notify::Status(&status)];
-    if matches!(started, Some(FromInit::Started { .. })) {
+    if ready {
         messages.insert(0, Notify::Ready);
     }
     if let Err(e) = notify(&messages) {
-        eprintln!("appcctl: warning: {e}");
+        tracing::warn!(appc_pod = %plan.pod_name, appc_pod_uuid = %plan.pod_uuid, "{e}");
     }
 }
 
-/// Marks the pod exited with the apps' statuses.
-fn finish(pods: &PodStore, pod: &Pod, lock: &PodLock, plan: &InitPlan) -> Result<(), LaunchError> {
+/// Releases the pod's network and marks the pod exited with the apps' statuses.
+fn finish(
+    pods: &PodStore,
+    pod: &Pod,
+    lock: &PodLock,
+    plan: &InitPlan,
+    net: &mut PodNet,
+) -> Result<(), LaunchError> {
+    if let Err(e) = net.teardown() {
+        eprintln!(
+            "appcctl: warning: pod {}: cannot release its network ({e}); `appcctl gc` retries",
+            plan.pod_name
+        );
+    }
     let exits = read_exits(pod.dir(), plan.apps.iter().map(|a| a.name.as_str()));
     pods.update(pod, lock, |r| {
         for (app, exit) in &exits {

@@ -38,11 +38,18 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn detect() -> Kind {
+    /// `keep_unit` (`--keep-unit`) keeps whatever unit appcctl runs in, a session scope
+    /// included, as nspawn's flag does; without it only a service is kept.
+    pub fn detect(keep_unit: bool) -> Kind {
         if !detect::systemd_is_pid1() {
             return Kind::CgroupFs;
         }
-        match detect::own_service() {
+        let own = if keep_unit {
+            detect::own_unit()
+        } else {
+            detect::own_service()
+        };
+        match own {
             Some(unit) => Kind::KeepUnit(unit),
             None => Kind::Scope,
         }
@@ -60,6 +67,7 @@ pub struct Placement {
     cgroups: Option<PodCgroups>,
     bus: Option<(tokio::runtime::Runtime, zbus::Connection)>,
     unit: Option<String>,
+    slice: Option<String>,
 }
 
 impl Placement {
@@ -79,7 +87,13 @@ impl Placement {
             cgroups,
             bus: None,
             unit: None,
+            slice: None,
         })
+    }
+
+    /// The slice a scope goes to (`--slice`); `None` keeps machine.slice.
+    pub fn set_slice(&mut self, slice: Option<String>) {
+        self.slice = slice;
     }
 
     /// The systemd unit holding the pod, once placed.
@@ -103,7 +117,10 @@ impl Placement {
             Kind::KeepUnit(unit) => unit.clone(),
             _ => {
                 let res = scope_resources(manifest, plan);
-                let req = systemd::cgroup::scope_request(&plan.pod_name, vec![pid], &res);
+                let mut req = systemd::cgroup::scope_request(&plan.pod_name, vec![pid], &res);
+                if let Some(slice) = &self.slice {
+                    req.slice = slice.clone();
+                }
                 let scope = rt
                     .block_on(scope::allocate(&conn, &req))
                     .map_err(Box::new)?;
@@ -118,7 +135,7 @@ impl Placement {
         );
         if let Err(e) = rt.block_on(machine::register(&conn, &req)) {
             // machined is optional (systemd-container); the pod runs without `machinectl`.
-            eprintln!("appcctl: warning: {e}");
+            tracing::warn!(appc_pod = %plan.pod_name, appc_pod_uuid = %plan.pod_uuid, "{e}");
         }
         self.unit = Some(unit);
         self.bus = Some((rt, conn));

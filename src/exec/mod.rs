@@ -36,6 +36,7 @@
 //! - [`security`] and [`seccomp`]: capabilities, no_new_privs, oom_score_adj and syscall
 //!   filters, with the G3 report.
 
+pub mod app_notify;
 pub mod cgroups;
 pub mod control;
 pub mod init;

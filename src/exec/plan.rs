@@ -60,6 +60,9 @@ pub struct InitPlan {
     pub hostname: String,
     /// False with `--net=host`: the pod keeps the host's network namespace.
     pub private_network: bool,
+    /// The apps' /etc/resolv.conf and /etc/hosts (`crate::net::dns`).
+    #[serde(default)]
+    pub dns_files: crate::net::DnsFiles,
     /// `--interactive`: the one app gets the terminal as its controlling tty.
     pub interactive: bool,
     /// How long the init waits after SIGTERM to the apps before it SIGKILLs them.

@@ -157,6 +157,7 @@ fn assemble(ctx: &mut Ctx<'_>) -> Result<(OwnedFd, Ids), RootfsError> {
     mount_dev(ctx, root.as_fd())?;
     mount_volumes(ctx, root.as_fd())?;
     write_etc_hosts(ctx, root.as_fd())?;
+    bind_dns_files(ctx, root.as_fd())?;
     let ids = check_app(ctx, root.as_fd())?;
     if ctx.app.read_only_rootfs {
         remount_read_only(&ctx.app.root_dir).map_err(ctx.sys("remount the root read-only"))?;
@@ -478,14 +479,33 @@ fn read_only_volume(
     }
 }
 
-/// OS-SPEC.md: a default /etc/hosts with a localhost entry, only when the image has none.
+/// OS-SPEC.md: a default /etc/hosts with a localhost entry, only when the image has none
+/// (`net::dns` computed it: the host name on the pod's address when it has one).
 fn write_etc_hosts(ctx: &mut Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), RootfsError> {
     inroot::mkdir_all_in_root(root, "/etc").map_err(ctx.inroot())?;
-    let host = &ctx.pod.hostname;
-    let content =
-        format!("127.0.0.1\tlocalhost {host}\n::1\tlocalhost ip6-localhost ip6-loopback {host}\n");
+    let content = match ctx.pod.dns_files.default_hosts.as_str() {
+        "" => crate::net::dns::default_hosts(&ctx.pod.hostname, None),
+        text => text.to_owned(),
+    };
     inroot::create_file_in_root(root, "/etc/hosts", content.as_bytes(), 0o644)
         .map_err(ctx.inroot())?;
+    Ok(())
+}
+
+/// The pod's resolv.conf and hosts (when the user or the network asked for them), bound over
+/// the image's files: the image's tree is never written, and a read-only root works too.
+fn bind_dns_files(ctx: &mut Ctx<'_>, root: BorrowedFd<'_>) -> Result<(), RootfsError> {
+    let files = &ctx.pod.dns_files;
+    let wanted = [
+        (files.resolv_conf.clone(), "/etc/resolv.conf"),
+        (files.hosts.clone(), "/etc/hosts"),
+    ];
+    for (source, target) in wanted {
+        let Some(source) = source else { continue };
+        let (at, _) = inroot::prepare_mount_target(root, target, true).map_err(ctx.inroot())?;
+        bind(&source, &inroot::fd_path(at.as_fd()), false)
+            .map_err(ctx.sys(format!("bind {} on {target}", source.display())))?;
+    }
     Ok(())
 }
 

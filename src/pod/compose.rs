@@ -34,20 +34,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::fetch::{FetchConfig, FetchError, Fetcher, ImageRef, PullPolicy};
 use crate::schema::{
-    AbsolutePath, AcIdentifier, AcName, App, AppString, EnvVar, Environment, FileMode, ImageId,
-    Isolator, IsolatorKind, Mount, PodManifest, RuntimeApp, RuntimeImage, SchemaErrors, UserGroup,
-    Volume, VolumeKind,
+    AbsolutePath, AcIdentifier, AcName, App, AppString, EnvVar, Environment, ExposedPort, FileMode,
+    ImageId, Isolator, IsolatorKind, Mount, PodManifest, RuntimeApp, RuntimeImage, SchemaErrors,
+    UserGroup, Volume, VolumeKind,
 };
 use crate::store::{ImageRecord, Store, StoreError};
 
 /// How long `appcctl stop` waits between SIGTERM and SIGKILL unless `--stop-timeout` says.
 pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 10_000;
 
-/// The pod's network: `none` (a private namespace with only loopback) or the host's.
+/// The pod's network (`crate::net`): `default` (a veth on the bridge network), `none` (a
+/// private namespace with only loopback) or the host's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetMode {
     #[default]
+    Default,
     None,
     Host,
 }
@@ -67,8 +69,16 @@ pub struct PodFlags {
     pub hostname: Option<String>,
     pub interactive: bool,
     pub net: NetMode,
+    /// `--port`: exposed ports, written to the manifest's `ports`.
+    pub ports: Vec<ExposedPort>,
+    /// `--dns*`, `--hosts-entry`.
+    pub dns: crate::net::DnsOptions,
     pub no_overlay: bool,
     pub stop_timeout_ms: Option<u64>,
+    /// `--slice`: the slice of the pod's scope (default machine.slice).
+    pub slice: Option<String>,
+    /// `--keep-unit`: the pod stays in appcctl's own unit instead of a scope of its own.
+    pub keep_unit: bool,
     /// `--pull-policy`: when the store's copy of an image will do (default: the caller's).
     pub pull_policy: Option<PullPolicy>,
 }
@@ -128,8 +138,14 @@ pub struct PodOptions {
     pub hostname: Option<String>,
     pub interactive: bool,
     pub net: NetMode,
+    #[serde(default)]
+    pub dns: crate::net::DnsOptions,
     pub no_overlay: bool,
     pub stop_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_unit: bool,
 }
 
 impl PodOptions {
@@ -138,8 +154,11 @@ impl PodOptions {
             hostname: flags.hostname.clone(),
             interactive: flags.interactive,
             net: flags.net,
+            dns: flags.dns.clone(),
             no_overlay: flags.no_overlay,
             stop_timeout_ms: flags.stop_timeout_ms.unwrap_or(DEFAULT_STOP_TIMEOUT_MS),
+            slice: flags.slice.clone(),
+            keep_unit: flags.keep_unit,
         }
     }
 }
@@ -317,6 +336,7 @@ impl Composer<'_> {
         check_unique_volumes(&req.pod.volumes)?;
         let mut manifest = PodManifest::new();
         manifest.volumes = req.pod.volumes.clone();
+        manifest.ports = req.pod.ports.clone();
         for ((request, record), name) in req.apps.iter().zip(&records).zip(names) {
             let app = build_app(request, record, &req.pod.set_env, &name)?;
             let mounts = build_mounts(&name, &req.pod.mounts, &request.mounts, &manifest.volumes)?;
@@ -855,7 +875,7 @@ mod tests {
         let o = PodOptions::default();
         assert_eq!(o.stop_timeout_ms, 10_000);
         let json = serde_json::to_string(&o).unwrap();
-        assert!(json.contains("\"net\":\"none\""), "{json}");
+        assert!(json.contains("\"net\":\"default\""), "{json}");
         let back: PodOptions = serde_json::from_str(&json).unwrap();
         assert_eq!(back, o);
     }

@@ -83,6 +83,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -317,6 +318,52 @@ pub fn journald_available() -> bool {
     JournalSocket::system().available()
 }
 
+/// Where journald keeps a state file per open stdout stream (journald-stream.c).
+pub const STREAMS_STATE_DIR: &str = "/run/systemd/journal/streams";
+
+/// Waits until journald has read to their end the stdout streams of `unit` whose identifier is
+/// one of `identifiers`, at most `timeout`; true when none is left. journald reads streams
+/// asynchronously, so an app's last lines may reach the journal well after the app exited
+/// (tens of thousands of lines: seconds); `journalctl --sync` does not wait for them.
+///
+/// journald keeps a state file per open stream in [`STREAMS_STATE_DIR`], with `IDENTIFIER=` and
+/// `UNIT=` lines (the stream header's, C-escaped), and removes it once it read the stream's end
+/// and stored its last line. Like the extra-fields file above this is journald's own state,
+/// not an API: if it changes, this returns at once and the caller may miss some late lines.
+pub fn wait_streams_drained(unit: &str, identifiers: &[String], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !streams_open(Path::new(STREAMS_STATE_DIR), unit, identifiers) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn streams_open(dir: &Path, unit: &str, identifiers: &[String]) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    // Unit names hold no character journald's cescape() changes but the backslash of their
+    // own escapes (`appc-a\x2db.scope`); app names (AC Names) hold none at all.
+    let unit = unit.replace('\\', "\\\\");
+    let unit = unit.as_str();
+    entries.flatten().any(|entry| {
+        let Ok(text) = fs::read_to_string(entry.path()) else {
+            return false; // removed meanwhile
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        };
+        field("UNIT") == Some(unit)
+            && field("IDENTIFIER").is_some_and(|i| identifiers.iter().any(|x| x == i))
+    })
+}
+
 /// Checks an identifier for the stream header: not empty, at most [`IDENTIFIER_MAX`] bytes, no
 /// control characters (a newline would end the header line, a NUL the record), no surrounding
 /// whitespace (journald would strip it, and `journalctl -t` would not match the name given).
@@ -507,6 +554,30 @@ pub fn remove_unit_extra_fields(state_dir: &Path, unit: &str) -> Result<(), Jour
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_streams_are_found_by_unit_and_identifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = |id: &str, unit: &str| {
+            format!(
+                "# This is private data. Do not parse\nPRIORITY=6\nLEVEL_PREFIX=0\n\
+                 STREAM_ID=0123\nIDENTIFIER={id}\nUNIT={unit}\n"
+            )
+        };
+        let apps = ["web".to_owned(), "db".to_owned()];
+        let unit = "appc-a\\x2db.scope";
+        assert!(!streams_open(dir.path(), unit, &apps), "empty dir");
+        fs::write(
+            dir.path().join("1:2"),
+            state("appcctl", "appc-a\\\\x2db.scope"),
+        )
+        .unwrap();
+        fs::write(dir.path().join("1:3"), state("db", "other.service")).unwrap();
+        assert!(!streams_open(dir.path(), unit, &apps), "not ours");
+        fs::write(dir.path().join("1:4"), state("db", "appc-a\\\\x2db.scope")).unwrap();
+        assert!(streams_open(dir.path(), unit, &apps), "db's stream is open");
+        assert!(!streams_open(&dir.path().join("none"), unit, &apps));
+    }
 
     #[test]
     fn header_is_what_sd_journal_stream_fd_writes() {

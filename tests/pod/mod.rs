@@ -101,12 +101,25 @@ impl Env {
     }
 
     /// `appcctl --dir <data> ARGS`, stdin from /dev/null.
+    ///
+    /// `run` and `prepare` get `--net=none` unless they name a network: these tests run in the
+    /// machine's own network namespace, where the default network would create a bridge and
+    /// firewall rules (tests/net*.rs test it inside namespaces of their own).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_appcctl"));
-        c.arg("--dir")
-            .arg(self.dir())
-            .args(args)
-            .stdin(Stdio::null());
+        c.arg("--dir").arg(self.dir());
+        match args.split_first() {
+            Some((verb, rest))
+                if matches!(*verb, "run" | "prepare")
+                    && !rest.iter().any(|a| a.starts_with("--net")) =>
+            {
+                c.arg(verb).arg("--net=none").args(rest);
+            }
+            _ => {
+                c.args(args);
+            }
+        }
+        c.stdin(Stdio::null());
         c
     }
 
