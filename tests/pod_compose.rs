@@ -450,7 +450,7 @@ fn images_by_id_prefix_and_labels() {
     let e = f.fail("Example.com/Web");
     assert!(e.contains("is not an AC Identifier"), "{e}");
     let e = f.fail("https://example.com/web.aci");
-    assert!(e.contains("remote images are not available yet"), "{e}");
+    assert!(e.contains("is not in the store"), "{e}");
 }
 
 #[test]

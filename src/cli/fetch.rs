@@ -1,21 +1,20 @@
 //! `appcctl fetch IMAGE...`: put images into the store and print their IDs (as `rkt fetch`).
-//! This version imports local archives (`./x.aci`, `/path/x.aci`, `file:///path/x.aci`);
-//! discovery and HTTPS come with the fetch/trust work.
+//! Images are names (meta discovery), https:// URLs, paths or file:// URLs, or IDs already in
+//! the store; see `crate::fetch` for the order of checks.
 
-use std::fs::File;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use clap::Args;
 
 use super::{GlobalArgs, Insecure};
-use crate::store::{ImportOptions, Store, import_image};
+use crate::fetch::{FetchConfig, Fetcher, PullPolicy, Relaxed, VENDOR_DIR};
+use crate::store::Store;
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Images: a path to an .aci file or a file:// URL.
+    /// Images: name[:version][,label=value] (discovery), https:// URL, path or file:// URL of
+    /// an .aci, or an image ID in the store.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
 
@@ -23,6 +22,11 @@ pub struct FetchArgs {
     /// bombs); suffixes K, M, G, T (powers of 1024) are accepted.
     #[arg(long, default_value = "64G", value_parser = parse_size)]
     pub max_size: u64,
+
+    /// When the store's copy will do: new (use it if present), update (ask the server; ETag and
+    /// max-age avoid downloading again), never (store only).
+    #[arg(long, default_value = "update", value_name = "POLICY")]
+    pub pull_policy: PullPolicy,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -41,87 +45,33 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 pub fn run(g: &GlobalArgs, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.dir)?;
+    let mut cfg = fetch_config(g, args.pull_policy);
+    cfg.max_size = args.max_size;
+    let fetcher = Fetcher::new(cfg)?;
     for image in &args.images {
-        let path = local_path(image)?;
-        check_signature(&path, g.insecure.contains(Insecure::Image))?;
-        let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let bar = progress_bar(len, &path);
-        let opts = ImportOptions {
-            max_size: args.max_size,
-            source: Some(path.display().to_string()),
-        };
-        let outcome = import_image(&store, bar.wrap_read(file), &opts)
-            .with_context(|| format!("{}", path.display()))?;
-        bar.finish_and_clear();
-        for w in &outcome.warnings {
+        let fetched = fetcher.fetch(&store, image)?;
+        for w in &fetched.warnings {
             eprintln!("warning: {}", super::printable(w));
         }
-        println!("{}", outcome.id);
+        println!("{}", fetched.id);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Maps an image argument to a local file, or says which kind of image is not supported yet.
-/// Also used by `appcctl run` (`pod::compose`) for its `.aci` arguments.
-pub(crate) fn local_path(image: &str) -> anyhow::Result<PathBuf> {
-    if let Some(rest) = image.strip_prefix("file://") {
-        return Ok(PathBuf::from(rest));
+/// The fetch settings of the global flags (`--config-dir`, `--insecure-options`); `run` uses
+/// them too, with its own default policy.
+pub(crate) fn fetch_config(g: &GlobalArgs, pull_policy: PullPolicy) -> FetchConfig {
+    FetchConfig {
+        config_dir: g.config_dir.clone(),
+        vendor_dir: PathBuf::from(VENDOR_DIR),
+        relaxed: Relaxed {
+            http: g.insecure.contains(Insecure::Http),
+            tls: g.insecure.contains(Insecure::Tls),
+        },
+        allow_unsigned: g.insecure.contains(Insecure::Image),
+        pull_policy,
+        ..FetchConfig::default()
     }
-    if image.starts_with("https://") || image.starts_with("http://") {
-        bail!("{image}: remote fetching is not available yet; download it and fetch the file");
-    }
-    let path = PathBuf::from(image);
-    if path.exists() || image.contains('/') || image.ends_with(".aci") {
-        return Ok(path);
-    }
-    bail!(
-        "{image}: image discovery is not available yet; give a path to an .aci file (./{image}.aci)"
-    )
-}
-
-/// Signatures are checked by the trust store; until it exists only `--insecure-options=image`
-/// lets an image in, so nothing unverified is ever imported silently. `allow_unsigned` is
-/// `--insecure-options=image`. Also used by `appcctl run` (`pod::compose`).
-pub(crate) fn check_signature(path: &Path, allow_unsigned: bool) -> anyhow::Result<()> {
-    if allow_unsigned {
-        eprintln!(
-            "warning: {}: signature not verified (--insecure-options=image)",
-            path.display()
-        );
-        return Ok(());
-    }
-    let asc = PathBuf::from(format!("{}.asc", path.display()));
-    if asc.exists() {
-        bail!(
-            "{}: signature verification is not available yet; use --insecure-options=image to import without verifying {}",
-            path.display(),
-            asc.display()
-        );
-    }
-    bail!(
-        "{}: image is not signed (no {} next to it); use --insecure-options=image to import it anyway",
-        path.display(),
-        asc.display()
-    )
-}
-
-fn progress_bar(len: u64, path: &Path) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_message(
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
-    bar
 }
 
 #[cfg(test)]

@@ -12,10 +12,11 @@ use clap::Args;
 
 use super::image::parse_duration;
 use super::run_args::RunArgs;
-use super::{EXIT_INTERNAL, GlobalArgs, Insecure, printable};
+use super::{EXIT_INTERNAL, GlobalArgs, printable};
 use crate::exec::control::{self, Stopped};
 use crate::exec::launch::{self, LaunchError, LaunchOptions};
-use crate::pod::compose::{PodOptions, compose};
+use crate::fetch::PullPolicy;
+use crate::pod::compose::{PodOptions, compose_with};
 use crate::pod::{Pod, PodStore};
 use crate::store::Store;
 
@@ -105,7 +106,11 @@ fn prepare_pod(
 ) -> anyhow::Result<(Store, PodStore, Pod, PodOptions)> {
     let req = args.request()?;
     let store = Store::open(&g.dir)?;
-    let composed = compose(&req, &store, g.insecure.contains(Insecure::Image))?;
+    let composed = compose_with(
+        &req,
+        &store,
+        &super::fetch::fetch_config(g, PullPolicy::New),
+    )?;
     for w in &composed.warnings {
         eprintln!("warning: {}", printable(w));
     }

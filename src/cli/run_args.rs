@@ -22,9 +22,6 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 
 pub use crate::pod::compose::{AppRequest, MountRequest, NetMode, PodFlags, RunRequest};
-// `pod::compose` imports local `.aci` arguments with `appcctl fetch`'s own rules; `fetch` is a
-// private module of `cli`, so they are re-exported from here.
-pub(crate) use super::fetch::{check_signature, local_path};
 use crate::schema::{
     AbsolutePath, AcName, CapabilitySet, CpuShares, EnvName, EnvVar, ErrnoName, Isolator,
     OomScoreAdj, Quantity, ResourceLimits, SeccompEntry, SeccompFilter, UserGroup, Volume,
@@ -37,9 +34,9 @@ Grammar:
   appcctl run [POD FLAGS] IMAGE [APP FLAGS] [-- ARGS...] [--- IMAGE [APP FLAGS] [-- ARGS...]]...
   appcctl run [POD FLAGS] --pod-manifest FILE
 
-  IMAGE is an image ID (sha512-..., or a unique prefix), name[:version][,label=value]... of a
-  stored image, or a path or file:// URL to an .aci file (imported first; unsigned images need
-  the global --insecure-options=image). Images may follow one another; `--` starts the app's
+  IMAGE is an image ID (sha512-..., or a unique prefix), name[:version][,label=value]... (from
+  the store, else discovered and fetched), an https:// URL, or a path or file:// URL to an .aci
+  file (imported first; unsigned images need the global --insecure-options=image). Images may follow one another; `--` starts the app's
   arguments (they replace the image's exec arguments) and `---` ends them. Flags take
   `--flag VALUE` or `--flag=VALUE`; boolean flags take `--flag` or `--flag=true|false`.
   Global flags (--dir, --insecure-options...) go before `run` or right after it.
@@ -76,6 +73,10 @@ Pod flags (before the first image):
                             an /etc/hosts entry (repeatable); the apps' /etc/hosts is then the
                             pod's own (`host`: start from a copy of the host's)
   --no-overlay              copy image trees instead of mounting overlays
+  --pull-policy new|update|never
+                            images not in the store are fetched (new, the default), every
+                            image is checked with its server (update), or only the store is
+                            used (never); see `appcctl fetch --help`
   --stop-timeout DURATION   time between SIGTERM and SIGKILL on stop (10s, 1m30s, 500ms;
                             a bare number is seconds; default 10s)
   --slice NAME.slice        under systemd: the slice of the pod's scope (default machine.slice)
@@ -220,6 +221,7 @@ const FLAGS: &[(&str, Scope, Arity)] = &[
     ("stop-timeout", Scope::Pod, Arity::Value),
     ("slice", Scope::Pod, Arity::Value),
     ("keep-unit", Scope::Pod, Arity::Bool),
+    ("pull-policy", Scope::Pod, Arity::Value),
     ("exec", Scope::App, Arity::Value),
     ("name", Scope::App, Arity::Value),
     ("user", Scope::App, Arity::Value),
@@ -509,6 +511,7 @@ fn apply_pod_flag(pod: &mut PodFlags, name: &str, value: &str) -> Applied {
         "stop-timeout" => pod.stop_timeout_ms = Some(parse_duration_ms(value)?),
         "slice" => pod.slice = Some(parse_slice(value)?),
         "keep-unit" => pod.keep_unit = parse_bool(value)?,
+        "pull-policy" => pod.pull_policy = Some(value.parse()?),
         other => return Err(format!("--{other} is not a pod flag")),
     }
     Ok(())

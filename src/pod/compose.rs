@@ -20,23 +20,25 @@
 //!   replaces the pod-level one. Mount points are matched to mounts by path; a mount point with
 //!   no mount gets the volume of its name, or else an implicit `empty` volume with a warning
 //!   (rkt's behaviour, reference/rkt.md §1.3).
-//! - **Local `.aci` arguments are imported** with `appcctl fetch`'s rules (`cli::fetch`): unsigned
-//!   images only with `--insecure-options=image`. Names and IDs must already be in the store:
-//!   there is no network fetching yet.
+//! - **Image arguments are fetched** with `appcctl fetch`'s rules (`crate::fetch`): local `.aci`
+//!   files are imported (signature beside them, or `--insecure-options=image`); names and URLs
+//!   follow the pull policy (`--pull-policy`, default `new`: the store's copy if there is one,
+//!   else discovery and download). IDs must be in the store. [`compose`] itself never goes to
+//!   the network (policy `never`); `appcctl run` calls [`compose_with`].
 //! - **The result is checked by the schema decoder** (canonical JSON, parsed back), so a
 //!   composed manifest is exactly as valid as a hand-written one.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fetch::{FetchConfig, FetchError, Fetcher, ImageRef, PullPolicy};
 use crate::schema::{
     AbsolutePath, AcIdentifier, AcName, App, AppString, EnvVar, Environment, ExposedPort, FileMode,
     ImageId, Isolator, IsolatorKind, Mount, PodManifest, RuntimeApp, RuntimeImage, SchemaErrors,
     UserGroup, Volume, VolumeKind,
 };
-use crate::store::{ImageRecord, ImportOptions, Store, StoreError, import_image};
+use crate::store::{ImageRecord, Store, StoreError};
 
 /// How long `appcctl stop` waits between SIGTERM and SIGKILL unless `--stop-timeout` says.
 pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 10_000;
@@ -77,6 +79,8 @@ pub struct PodFlags {
     pub slice: Option<String>,
     /// `--keep-unit`: the pod stays in appcctl's own unit instead of a scope of its own.
     pub keep_unit: bool,
+    /// `--pull-policy`: when the store's copy of an image will do (default: the caller's).
+    pub pull_policy: Option<PullPolicy>,
 }
 
 /// `--mount volume=V,target=PATH`.
@@ -257,7 +261,8 @@ fn list_problems(path: &Path, errors: &SchemaErrors) -> String {
 
 /// Composes the reified pod manifest for `req`: resolves (or imports) every image, names the
 /// apps, applies the app flags to each image's `app` section, and satisfies every mount point.
-/// `allow_unsigned` is `--insecure-options=image`; it matters only for local `.aci` files.
+/// `allow_unsigned` is `--insecure-options=image`; it matters only for local `.aci` files, since
+/// this never downloads (pull policy `never`; see [`compose_with`]).
 ///
 /// ```no_run
 /// # use appc_pod::pod::compose::{compose, AppRequest, RunRequest};
@@ -273,9 +278,27 @@ pub fn compose(
     store: &Store,
     allow_unsigned: bool,
 ) -> Result<Composed, ComposeError> {
+    let cfg = FetchConfig {
+        allow_unsigned,
+        pull_policy: PullPolicy::Never,
+        ..FetchConfig::default()
+    };
+    compose_with(req, store, &cfg)
+}
+
+/// [`compose`] with the fetch settings of the command line: images not in the store are
+/// discovered and downloaded as `cfg` (and `--pull-policy` in `req`) allow.
+pub fn compose_with(
+    req: &RunRequest,
+    store: &Store,
+    cfg: &FetchConfig,
+) -> Result<Composed, ComposeError> {
+    let mut fetch = cfg.clone();
+    fetch.pull_policy = req.pod.pull_policy.unwrap_or(cfg.pull_policy);
     let mut composer = Composer {
         store,
-        allow_unsigned,
+        fetch,
+        fetcher: None,
         warnings: Vec::new(),
     };
     let manifest = match &req.pod.pod_manifest {
@@ -293,7 +316,9 @@ pub fn compose(
 
 struct Composer<'a> {
     store: &'a Store,
-    allow_unsigned: bool,
+    fetch: FetchConfig,
+    /// Made on first use: most runs name stored images and need no HTTP client.
+    fetcher: Option<Fetcher>,
     warnings: Vec<String>,
 }
 
@@ -365,24 +390,29 @@ impl Composer<'_> {
         Ok(manifest)
     }
 
-    /// An image argument of the command line, from the store or imported from a local file.
+    /// An image argument of the command line: from the store, or fetched as the pull policy
+    /// allows (local files are always imported).
     fn resolve_arg(&mut self, image: &str) -> Result<ImageRecord, ComposeError> {
-        match classify(image) {
-            ImageArg::Stored => {
-                if !image.starts_with("sha512-") {
-                    AppString::parse(image).map_err(|e| ComposeError::BadImage {
-                        image: image.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                }
-                self.lookup(image)
-            }
-            ImageArg::File => self.import_file(image),
-            ImageArg::Remote => Err(ComposeError::BadImage {
+        let parsed = ImageRef::parse(image).map_err(|e| match e {
+            FetchError::BadArg { reason, .. } => ComposeError::BadImage {
                 image: image.to_owned(),
-                reason: "remote images are not available yet; download the .aci and give its path"
-                    .into(),
-            }),
+                reason,
+            },
+            e => fetch_error(image, e),
+        })?;
+        match parsed {
+            ImageRef::Id(q) => self.lookup(&q),
+            ImageRef::Name(_) if self.fetch.pull_policy != PullPolicy::Update => {
+                match self.lookup(image) {
+                    Err(ComposeError::NotInStore { .. })
+                        if self.fetch.pull_policy == PullPolicy::New =>
+                    {
+                        self.fetch_image(image)
+                    }
+                    other => other,
+                }
+            }
+            _ => self.fetch_image(image),
         }
     }
 
@@ -398,46 +428,29 @@ impl Composer<'_> {
         })
     }
 
-    /// Imports a local `.aci` exactly as `appcctl fetch` would (same path rules, same refusal of
+    /// Fetches an image exactly as `appcctl fetch` would (same path rules, same refusal of
     /// unsigned images), so `run ./x.aci` is never a way around the signature policy.
-    fn import_file(&mut self, image: &str) -> Result<ImageRecord, ComposeError> {
-        let fetch_err = |e: anyhow::Error| ComposeError::Fetch {
-            message: format!("{e:#}"),
+    fn fetch_image(&mut self, image: &str) -> Result<ImageRecord, ComposeError> {
+        let fetcher = match &mut self.fetcher {
+            Some(f) => f,
+            slot @ None => {
+                slot.insert(Fetcher::new(self.fetch.clone()).map_err(|e| fetch_error(image, e))?)
+            }
         };
-        let path = crate::cli::run_args::local_path(image).map_err(fetch_err)?;
-        if self.allow_unsigned {
-            self.warnings.push(format!(
-                "{}: signature not verified (--insecure-options=image)",
-                path.display()
-            ));
-        } else {
-            crate::cli::run_args::check_signature(&path, false).map_err(fetch_err)?;
-        }
-        let file = File::open(&path).map_err(|source| ComposeError::OpenImage {
-            path: path.clone(),
-            source,
-        })?;
-        let opts = ImportOptions {
-            source: Some(path.display().to_string()),
-            ..ImportOptions::default()
-        };
+        let fetched = fetcher
+            .fetch(self.store, image)
+            .map_err(|e| fetch_error(image, e))?;
+        self.warnings.extend(fetched.warnings);
         let store_err = |source| ComposeError::Store {
             image: image.to_owned(),
             source: Box::new(source),
         };
-        let outcome = import_image(self.store, file, &opts).map_err(store_err)?;
-        self.warnings.extend(
-            outcome
-                .warnings
-                .iter()
-                .map(|w| format!("{}: {w}", path.display())),
-        );
         self.store
             .index()
-            .get(&outcome.id)
+            .get(&fetched.id)
             .map_err(store_err)?
             .ok_or_else(|| ComposeError::NotInStore {
-                image: outcome.id.to_string(),
+                image: fetched.id.to_string(),
             })
     }
 
@@ -524,34 +537,14 @@ impl Composer<'_> {
     }
 }
 
-/// What an image argument names, by its shape (as rkt guessed image types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ImageArg {
-    /// An image ID or an app string, looked up in the store.
-    Stored,
-    /// A local `.aci` (path or `file://` URL), to import.
-    File,
-    /// `https://`, `docker://`...: not available yet.
-    Remote,
-}
-
-fn classify(image: &str) -> ImageArg {
-    if image.starts_with("sha512-") {
-        ImageArg::Stored
-    } else if image.starts_with("file://") {
-        ImageArg::File
-    } else if image.contains("://") {
-        ImageArg::Remote
-    } else if image.starts_with('/')
-        || image.starts_with('.')
-        || image.ends_with(".aci")
-        || Path::new(image).is_file()
-    {
-        // An AC Identifier starts with a letter or digit, so '/' and '.' can only be paths; an
-        // existing file wins over a name, as in rkt.
-        ImageArg::File
-    } else {
-        ImageArg::Stored
+fn fetch_error(image: &str, e: FetchError) -> ComposeError {
+    match e {
+        FetchError::NotInStore { .. } => ComposeError::NotInStore {
+            image: image.to_owned(),
+        },
+        e => ComposeError::Fetch {
+            message: e.to_string(),
+        },
     }
 }
 
@@ -822,21 +815,6 @@ mod tests {
 
     fn name(s: &str) -> AcName {
         AcName::parse(s).unwrap()
-    }
-
-    #[test]
-    fn image_arguments_are_classified_by_shape() {
-        assert_eq!(classify("sha512-abcd"), ImageArg::Stored);
-        assert_eq!(
-            classify("example.com/busybox:1.36,os=linux"),
-            ImageArg::Stored
-        );
-        assert_eq!(classify("./busybox.aci"), ImageArg::File);
-        assert_eq!(classify("/srv/x.aci"), ImageArg::File);
-        assert_eq!(classify("busybox.aci"), ImageArg::File);
-        assert_eq!(classify("file:///srv/x"), ImageArg::File);
-        assert_eq!(classify("https://example.com/x.aci"), ImageArg::Remote);
-        assert_eq!(classify("docker://busybox"), ImageArg::Remote);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The SQLite index of stored images: manifests, names, labels, sizes, times, remote origins.
 //!
+//! Schema versions (`PRAGMA user_version`): 0 is the first layout; 1 adds `remotes`, the HTTP
+//! cache of fetched URLs (one image may come from several URLs, so the cache is keyed by URL;
+//! the `etag`/`max_age` columns of `images` stay unused). Every step only adds, so an older
+//! database opens and is migrated in place, and an older appcctl still reads a newer one.
+//!
 //! WAL mode: readers (`image list`, name resolution) never block on a writer, and concurrent
 //! writers wait on `busy_timeout` instead of failing. `synchronous=FULL` because an index row is
 //! what makes an image visible: it must not outlive a power cut while its tree does not.
@@ -33,6 +38,42 @@ CREATE TABLE IF NOT EXISTS labels (
 );
 CREATE INDEX IF NOT EXISTS labels_by_value ON labels(name, value);
 ";
+
+/// Migrations by the version they lead to; each is idempotent.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "
+CREATE TABLE IF NOT EXISTS remotes (
+    url       TEXT PRIMARY KEY,
+    image_id  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    etag      TEXT,
+    max_age   INTEGER,
+    fetched   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS remotes_by_image ON remotes(image_id);
+",
+)];
+
+/// What the HTTP cache knows of one fetched URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRecord {
+    pub url: String,
+    pub image_id: ImageId,
+    /// The `ETag` of the answer that brought the image, for `If-None-Match`.
+    pub etag: Option<String>,
+    /// `Cache-Control: max-age`, seconds.
+    pub max_age: Option<i64>,
+    /// When it was last downloaded or revalidated (Unix seconds).
+    pub fetched: i64,
+}
+
+impl RemoteRecord {
+    /// Whether `max-age` says the copy may be used without asking the server.
+    pub fn is_fresh(&self, now: i64) -> bool {
+        self.max_age
+            .is_some_and(|age| age > 0 && now < self.fetched.saturating_add(age))
+    }
+}
 
 /// One stored image as the index knows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +119,7 @@ impl Index {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err("configure"))?;
         conn.execute_batch(SCHEMA).map_err(err("create tables"))?;
+        migrate(&conn).map_err(err("migrate the schema"))?;
         Ok(Index {
             conn,
             path: path.to_owned(),
@@ -182,6 +224,70 @@ impl Index {
     }
 }
 
+/// Brings the schema to the newest version, one transaction per step.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Index {
+    /// The cache entry of a fetched URL (its image is in the store: rows go with their image).
+    pub fn remote(&self, url: &str) -> Result<Option<RemoteRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT url, image_id, etag, max_age, fetched FROM remotes WHERE url = ?1",
+            )
+            .map_err(self.err("query"))?;
+        let row = stmt
+            .query_row([url], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .optional()
+            .map_err(self.err("query"))?;
+        Ok(row.and_then(|(url, id, etag, max_age, fetched)| {
+            Some(RemoteRecord {
+                url,
+                image_id: ImageId::parse(&id).ok()?,
+                etag,
+                max_age,
+                fetched,
+            })
+        }))
+    }
+
+    /// Records (or refreshes) where an image came from and how long that answer stays fresh.
+    pub fn record_remote(&self, rec: &RemoteRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO remotes (url, image_id, etag, max_age, fetched)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(url) DO UPDATE SET image_id = ?2, etag = ?3, max_age = ?4, fetched = ?5",
+                params![
+                    rec.url,
+                    rec.image_id.as_str(),
+                    rec.etag,
+                    rec.max_age,
+                    rec.fetched
+                ],
+            )
+            .map_err(self.err("record the remote origin"))?;
+        Ok(())
+    }
+}
+
 const SELECT: &str = "SELECT id, name, manifest, size, import_time, last_used, source FROM images";
 
 fn read_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
@@ -204,4 +310,55 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
         last_used: row.get(5)?,
         source: row.get(6)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str =
+        r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/old"}"#;
+
+    fn id(c: char) -> ImageId {
+        ImageId::parse(&format!("sha512-{}", c.to_string().repeat(128))).expect("id")
+    }
+
+    #[test]
+    fn a_version_0_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index.db");
+        {
+            // The first layout, as an older appcctl left it: no remotes table, user_version 0.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            conn.execute(
+                "INSERT INTO images (id, name, manifest, size, import_time, last_used)
+                 VALUES (?1, 'example.com/old', ?2, 1, 1, 1)",
+                params![id('a').as_str(), MANIFEST],
+            )
+            .expect("row");
+        }
+        let index = Index::open(&path).expect("migrate");
+        assert_eq!(index.list().expect("list").len(), 1, "old rows survive");
+        let version: i64 = index
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.last().expect("migrations").0);
+        let rec = RemoteRecord {
+            url: "https://example.com/old.aci".into(),
+            image_id: id('a'),
+            etag: Some("\"1\"".into()),
+            max_age: Some(60),
+            fetched: 100,
+        };
+        index.record_remote(&rec).expect("record");
+        assert_eq!(index.remote(&rec.url).expect("query"), Some(rec.clone()));
+        assert!(rec.is_fresh(159) && !rec.is_fresh(160));
+        // Opening again is a no-op; the cache row goes with its image.
+        drop(index);
+        let index = Index::open(&path).expect("reopen");
+        index.remove(&id('a')).expect("remove");
+        assert_eq!(index.remote(&rec.url).expect("query"), None);
+    }
 }

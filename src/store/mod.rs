@@ -38,7 +38,7 @@ pub use copy::{CopyOptions, copy_image};
 pub use export::{export_image, verify_image};
 pub use gc::{GcReport, collect_garbage, remove_image};
 pub use import::{ImportOptions, ImportOutcome, import_image, now};
-pub use index::{ImageRecord, Index};
+pub use index::{ImageRecord, Index, RemoteRecord};
 pub use lock::StoreLock;
 pub use render::{Layer, Whitelist, layers, tree_rootfs};
 
