@@ -141,7 +141,7 @@ fn rw_mount_point(path: &str) -> Result<(), String> {
             let f: Vec<&str> = l.split(' ').collect();
             (f.len() > 5 && unescape(f[4]) == path).then(|| f[5].to_owned())
         })
-        .last()
+        .next_back()
         .ok_or_else(|| format!("{path} is not a mount point"))?;
     if opts.split(',').any(|o| o == "rw") {
         Ok(())
