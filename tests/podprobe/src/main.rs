@@ -31,7 +31,12 @@
 //!   `{"url":..,"pod/uuid":ANSWER,"pod/manifest":..,"pod/annotations":..,"app/annotations":..,
 //!   "app/image/manifest":..,"app/image/id":..,"sign":..,"verify":..}` (each ANSWER as `http`
 //!   prints it; CONTENT defaults to the validator's "Old MacDonald Had A Farm").
+//! - `ace MODE` (MODE = prestart | main | sidekick | poststop): the appc ACE validator's checks
+//!   and output (`<mode> OK`, or `<mode> FAIL` and `==> <reason>` lines on stderr, exit 1); see
+//!   ace.rs. Run as `ace-validator MODE` (argv[0]'s file name), it takes the validator's place in
+//!   images built from the appc `ace/image_manifest_*.json.in` files.
 
+mod ace;
 mod json;
 mod mds;
 mod report;
@@ -48,14 +53,26 @@ use json::J;
 const EXIT_ERROR: u8 = 70;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
+    let argv: Vec<String> = std::env::args_os()
         .map(|a| {
             String::from_utf8_lossy(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()))
                 .into_owned()
         })
         .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    // Installed as `/ace-validator` (the ACE images' exec), it is the validator itself.
+    if argv
+        .first()
+        .is_some_and(|a0| a0.rsplit('/').next() == Some("ace-validator"))
+    {
+        return ExitCode::from(match args[..] {
+            [mode] if ace::MODES.contains(&mode) => ace::run(mode),
+            _ => {
+                eprintln!("usage: ace-validator {}", ace::MODES.join("|"));
+                ace::EXIT_USAGE
+            }
+        });
+    }
     match run(&args) {
         Ok(code) => ExitCode::from(code),
         Err(msg) => {
@@ -83,7 +100,8 @@ const USAGE: &str = "usage: podprobe report [--out PATH] | exit CODE | \
                      sleep SECONDS [--ignore-term] | write PATH CONTENT | read PATH | \
                      exists PATH | alloc MIB | spin SECONDS | \
                      try-open-write PATH | syscall NAME [PATH] | \
-                     http METHOD URL [NAME=VALUE...] | metadata [CONTENT]";
+                     http METHOD URL [NAME=VALUE...] | metadata [CONTENT] | \
+                     ace prestart|main|sidekick|poststop";
 
 fn seconds(s: &str) -> Result<f64, String> {
     if s == "inf" || s == "infinity" {
@@ -254,6 +272,7 @@ fn run(args: &[&str]) -> Result<u8, String> {
             let content = rest.first().copied().unwrap_or("Old MacDonald Had A Farm");
             print(&mds::metadata(content)?).map(|()| 0)
         }
+        ["ace", mode] if ace::MODES.contains(mode) => Ok(ace::run(mode)),
         _ => Err(USAGE.to_owned()),
     }
 }
