@@ -507,11 +507,22 @@ impl Fetcher {
             move |source| FetchError::Io { op, path, source }
         };
         let mut file = File::open(pending.path).map_err(io("open", pending.path))?;
+        let mut warnings = Vec::new();
+        // An unsigned local file with nothing to match goes straight to the import, whose
+        // refusals of a hostile archive name the offending entry.
+        let needs_manifest =
+            pending.wanted.is_some() || pending.signature.is_some() || pending.dependencies;
+        if !needs_manifest {
+            warnings.push(format!(
+                "{}: signature not verified (--insecure-options=image)",
+                pending.shown
+            ));
+            return self.import(store, file, pending.shown, warnings);
+        }
         let manifest = archive::read_manifest(&mut file, pending.path)?;
         if let Some(app) = pending.wanted {
             check_match(pending.shown, app, &manifest)?;
         }
-        let mut warnings = Vec::new();
         match &pending.signature {
             None => warnings.push(format!(
                 "{}: signature not verified (--insecure-options=image)",
@@ -531,17 +542,23 @@ impl Fetcher {
             let deps = self.fetch_dependencies(store, &manifest, depth)?;
             warnings.extend(deps);
         }
+        self.import(store, file, pending.shown, warnings)
+    }
+
+    /// Step 6: the one-pass import of a checked archive.
+    fn import(
+        &self,
+        store: &Store,
+        file: File,
+        shown: &str,
+        mut warnings: Vec<String>,
+    ) -> Result<Fetched, FetchError> {
         let opts = ImportOptions {
             max_size: self.cfg.max_size,
-            source: Some(pending.shown.to_owned()),
+            source: Some(shown.to_owned()),
         };
-        let outcome = import_image(store, file, &opts).map_err(|e| store_err(pending.shown, e))?;
-        warnings.extend(
-            outcome
-                .warnings
-                .iter()
-                .map(|w| format!("{}: {w}", pending.shown)),
-        );
+        let outcome = import_image(store, file, &opts).map_err(|e| store_err(shown, e))?;
+        warnings.extend(outcome.warnings.iter().map(|w| format!("{shown}: {w}")));
         Ok(Fetched {
             id: outcome.id,
             new: !outcome.already_present,
