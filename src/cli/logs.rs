@@ -201,6 +201,14 @@ struct Printer {
 }
 
 impl Printer {
+    /// A printer for a pod with `apps`: the app column only when there are several.
+    fn new(format: Format, apps: &[String]) -> Printer {
+        Printer {
+            format,
+            prefix: (apps.len() > 1).then(|| apps.iter().map(String::len).max().unwrap_or(0)),
+        }
+    }
+
     fn line(&self, e: &Entry) -> String {
         match self.format {
             Format::Json => e.json().to_string(),
@@ -213,6 +221,14 @@ impl Printer {
             }
         }
     }
+}
+
+fn app_names(manifest: &crate::schema::PodManifest) -> Vec<String> {
+    manifest
+        .apps
+        .iter()
+        .map(|app| app.name.as_str().to_owned())
+        .collect()
 }
 
 /// App output made safe for one terminal line: control characters escaped, tabs kept.
@@ -236,11 +252,7 @@ pub fn logs(g: &GlobalArgs, a: &LogsArgs) -> anyhow::Result<ExitCode> {
         );
     };
     let manifest = pod.manifest()?;
-    let all: Vec<String> = manifest
-        .apps
-        .iter()
-        .map(|app| app.name.as_str().to_owned())
-        .collect();
+    let all = app_names(&manifest);
     let apps = match &a.app {
         Some(app) if all.contains(app) => vec![app.clone()],
         Some(app) => bail!(
@@ -250,10 +262,7 @@ pub fn logs(g: &GlobalArgs, a: &LogsArgs) -> anyhow::Result<ExitCode> {
         ),
         None => all.clone(),
     };
-    let printer = Printer {
-        format: a.format,
-        prefix: (all.len() > 1).then(|| all.iter().map(String::len).max().unwrap_or(0)),
-    };
+    let printer = Printer::new(a.format, &all);
     let mut query = Query {
         unit,
         apps,
@@ -318,16 +327,8 @@ pub fn echo_running_pod(pods: &PodStore, pod: &Pod) -> anyhow::Result<()> {
             _ => return Ok(()),
         }
     };
-    let apps: Vec<String> = pod
-        .manifest()?
-        .apps
-        .iter()
-        .map(|app| app.name.as_str().to_owned())
-        .collect();
-    let printer = Printer {
-        format: Format::Table,
-        prefix: (apps.len() > 1).then(|| apps.iter().map(String::len).max().unwrap_or(0)),
-    };
+    let apps = app_names(&pod.manifest()?);
+    let printer = Printer::new(Format::Table, &apps);
     let mut query = Query {
         unit,
         apps,
